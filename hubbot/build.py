@@ -1,0 +1,119 @@
+"""Building the ladder: one GGUF per variant, skipping what is already up to date."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from .config import Config, VariantConfig
+from .engine import engine_version, quantize
+from .errors import ConfigError, ImatrixError
+from .plan import ImatrixRef, VariantPlan, check_rules, plan_variant
+from .progress import bar
+from .source import ResolvedSource, resolve_source
+from .workdir import WorkDir, atomic_path, check_free_space, sha256_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BuildResult:
+    name: str
+    file: str
+    status: str  # "built" or "unchanged"
+    entry: dict[str, Any]
+
+
+def default_threads(cfg: Config, threads: int | None) -> int:
+    return threads or cfg.build.threads or os.cpu_count() or 1
+
+
+def select_variants(cfg: Config, only: Iterable[str] | None) -> list[VariantConfig]:
+    if not only:
+        return list(cfg.variants)
+    return [cfg.variant(name) for name in only]
+
+
+def needs_imatrix(variants: list[VariantConfig], cfg: Config) -> bool:
+    """Whether this run should compute/load an imatrix: some variant needs it or can use the configured one."""
+    return any(v.needs_imatrix or (v.uses_imatrix and cfg.has_imatrix_source) for v in variants)
+
+
+def prepare(cfg: Config, only: Iterable[str] | None = None) -> tuple[WorkDir, ResolvedSource, list[VariantConfig]]:
+    """Work directory, resolved source and the selected variants, with the model-dependent checks done."""
+    variants = select_variants(cfg, only)
+    work = WorkDir(cfg.workdir).prepare()
+    source = resolve_source(cfg, work.cache)
+    assert source.info is not None
+    check_rules(cfg, source.info)
+    return work, source, variants
+
+
+def load_imatrix(cfg: Config, source: ResolvedSource, work: WorkDir, variants: list[VariantConfig],
+                 threads: int, compute: bool = True) -> ImatrixRef | None:
+    if not needs_imatrix(variants, cfg):
+        return None
+    from .imatrix import ensure_imatrix
+
+    ref = ensure_imatrix(cfg, source, work, threads=threads, compute=compute)
+    if ref is None and compute:
+        missing = [v.name for v in variants if v.needs_imatrix]
+        if missing:
+            raise ImatrixError(f"variants {', '.join(missing)} need an importance matrix; set imatrix.calibration or imatrix.file")
+    return ref
+
+
+def manifest_entry(p: VariantPlan, source: ResolvedSource, sha: str, st: os.stat_result, report) -> dict[str, Any]:
+    return {
+        "variant": p.variant.name, "file": p.file_name, "sha256": sha, "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns, "input_key": p.input_key, "recipe": p.spec.describe(),
+        "type": p.variant.type, "output": p.spec.output_type, "embeddings": p.spec.embeddings_type,
+        "description": p.variant.description,
+        "engine": engine_version(),
+        "source": {"sha256": source.sha256, "repo": source.repo, "revision": source.revision, "origin": source.origin},
+        "imatrix": ({"sha256": p.imatrix.sha256, "file": p.imatrix.path.name, "dataset": p.imatrix.dataset,
+                     "chunks": p.imatrix.chunks} if p.imatrix else None),
+        "tensor_types": report.type_counts, "fallbacks": report.fallbacks,
+        "n_params": p.n_params,
+        "bpw": round(8.0 * st.st_size / max(1, p.n_params), 4),
+        "seconds": round(report.seconds, 3),
+    }
+
+
+def build_variant(cfg: Config, p: VariantPlan, source: ResolvedSource, work: WorkDir) -> dict[str, Any]:
+    """Quantize one variant into ``out/`` atomically and record it in the manifest."""
+    final = work.output(p.file_name)
+    # The output is at most the source's size for every type but F32, which doubles 16-bit weights.
+    needed = source.path.stat().st_size * (2 if p.variant.type == "F32" else 1)
+    check_free_space(work.out, needed, f"building {p.file_name}")
+    with atomic_path(final) as tmp:
+        with bar(None, f"quantize {p.variant.name}", unit="tensor") as pbar:
+            report = quantize(source.path, tmp, p.spec, p.imatrix.values if p.imatrix else None, progress=pbar)
+        with bar(tmp.stat().st_size, f"sha256 {p.file_name}", unit="B") as hbar:
+            sha = sha256_file(tmp, hbar)
+    entry = manifest_entry(p, source, sha, final.stat(), report)
+    work.manifest.put(p.file_name, entry)
+    return entry
+
+
+def build(cfg: Config, only: Iterable[str] | None = None, threads: int | None = None,
+          force: bool = False) -> list[BuildResult]:
+    """Build the selected variants (all by default); unchanged outputs are skipped."""
+    nthreads = default_threads(cfg, threads)
+    work, source, variants = prepare(cfg, only)
+    imatrix = load_imatrix(cfg, source, work, variants, nthreads)
+    results = []
+    for v in variants:
+        p = plan_variant(cfg, v, source, work, imatrix, nthreads, dry_run=False)
+        if v.needs_imatrix and p.imatrix is None:
+            raise ConfigError(f"variant {v.name!r} needs an importance matrix but imatrix is off for it")
+        if p.up_to_date and not force:
+            log.info("%s is up to date", p.file_name)
+            results.append(BuildResult(v.name, p.file_name, "unchanged", work.manifest.get(p.file_name) or {}))
+            continue
+        log.info("building %s (%s)", p.file_name, v.type)
+        entry = build_variant(cfg, p, source, work)
+        results.append(BuildResult(v.name, p.file_name, "built", entry))
+    return results
