@@ -85,6 +85,9 @@ def main(quiet: bool, verbose: bool) -> None:
     set_quiet(quiet)
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    # Libraries' own chatter (gguf's writer summary, httpx requests) only with --verbose.
+    for noisy in ("gguf", "httpx", "httpx2", "huggingface_hub", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 @main.command()
