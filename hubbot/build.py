@@ -67,7 +67,7 @@ def load_imatrix(cfg: Config, source: ResolvedSource, work: WorkDir, variants: l
 
 def manifest_entry(p: VariantPlan, source: ResolvedSource, sha: str, st: os.stat_result, report) -> dict[str, Any]:
     return {
-        "variant": p.variant.name, "file": p.file_name, "sha256": sha, "size": st.st_size,
+        "kind": "variant", "variant": p.variant.name, "file": p.file_name, "sha256": sha, "size": st.st_size,
         "mtime_ns": st.st_mtime_ns, "input_key": p.input_key, "recipe": p.spec.describe(),
         "type": p.variant.type, "output": p.spec.output_type, "embeddings": p.spec.embeddings_type,
         "description": p.variant.description,

@@ -147,5 +147,10 @@ def inspect(file: Path, as_json: bool, all_metadata: bool) -> None:
         click.echo(f"  {key} = {value}")
 
 
+# Commands that live in their own CLI modules register here (one import + add_command each).
+# --- command registry ---
+# --- end of command registry ---
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

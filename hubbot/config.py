@@ -205,6 +205,12 @@ class VariantConfig(Strict):
     imatrix: Literal["auto", "required", "off"] = "auto"
     description: str | None = None
 
+    @field_validator("imatrix", mode="before")
+    @classmethod
+    def _imatrix_bool(cls, v):
+        # YAML 1.1 reads a bare `off`/`on` as a boolean.
+        return {False: "off", True: "required"}.get(v, v) if isinstance(v, bool) else v
+
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
@@ -306,7 +312,7 @@ def _apply_recipes(data: dict, lines: LineMap) -> None:
             continue
         name = variant["recipe"]
         if name not in recipes.BUILTIN_RECIPES:
-            hint = recipes._suggest(str(name), recipes.BUILTIN_RECIPES).replace("; known:", "; built-in recipes:")
+            hint = recipes.suggest(str(name), recipes.BUILTIN_RECIPES).replace("; known:", "; built-in recipes:")
             raise ConfigError(f"{lines.where(('variants', i, 'recipe'))}: unknown recipe {name!r}{hint}")
         merged = dict(recipes.BUILTIN_RECIPES[name])
         merged.update(variant)

@@ -180,7 +180,7 @@ def build_params(spec: QuantizeSpec, imatrix: Mapping[str, np.ndarray] | None, d
     return params, keep
 
 
-def _child(source: str, output: str, spec: QuantizeSpec, imatrix, dry_run: bool, conn, err_path: str) -> None:
+def _child(source: str, output: str, params, conn, err_path: str) -> None:
     # llama.cpp and ggml print asserts straight to fd 2: keep them for the parent's message.
     fd = os.open(err_path, os.O_WRONLY | os.O_TRUNC)
     os.dup2(fd, 2)
@@ -196,13 +196,11 @@ def _child(source: str, output: str, spec: QuantizeSpec, imatrix, dry_run: bool,
             conn.send(("log", done))
 
     llama_cpp.llama_log_set(on_log, None)
-    params, keep = build_params(spec, imatrix, dry_run)
     rc = llama_cpp.llama_model_quantize(source.encode(), output.encode(), ctypes.byref(params))
     if pending[0]:
         conn.send(("log", [pending[0]]))
     conn.send(("rc", int(rc)))
     conn.close()
-    del keep
     os._exit(0)
 
 
@@ -223,6 +221,9 @@ def quantize(
     ``output`` is written as given: callers pass a temporary path and rename it on success.
     Raises BuildError with llama.cpp's own reason when the quantizer fails or aborts.
     """
+    # Built here, not in the child, so bad input is a clean error before anything runs; the
+    # forked child sees the same memory, so nothing is copied or pickled.
+    params, keep = build_params(spec, imatrix, dry_run)
     ctx = mp.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)
     err = tempfile.NamedTemporaryFile(prefix="hubbot-quantize-", suffix=".log", delete=False)
@@ -231,7 +232,7 @@ def quantize(
     fallbacks: dict[str, str] = {}
     rc: int | None = None
     start = time.perf_counter()
-    proc = ctx.Process(target=_child, args=(str(source), str(output), spec, imatrix, dry_run, send, err.name), daemon=True)
+    proc = ctx.Process(target=_child, args=(str(source), str(output), params, send, err.name), daemon=True)
     try:
         proc.start()
         send.close()
@@ -273,3 +274,4 @@ def quantize(
         recv.close()
         with contextlib.suppress(OSError):
             os.unlink(err.name)
+        del keep

@@ -70,9 +70,10 @@ FLOAT_TYPES = frozenset({"F32", "F16", "BF16"})
 GGML_TYPE_COUNT = 43  # "unset" for output_tensor_type / token_embedding_type
 
 
-def _suggest(name: str, choices) -> str:
-    close = difflib.get_close_matches(name.upper(), list(choices), n=1, cutoff=0.5)
-    return f"; did you mean {close[0]}?" if close else f"; known: {', '.join(sorted(choices))}"
+def suggest(name: str, choices) -> str:
+    by_upper = {str(c).upper(): c for c in choices}
+    close = difflib.get_close_matches(str(name).upper(), list(by_upper), n=1, cutoff=0.5)
+    return f"; did you mean {by_upper[close[0]]}?" if close else f"; known: {', '.join(sorted(choices))}"
 
 
 def normalize_file_type(name: str) -> str:
@@ -80,7 +81,7 @@ def normalize_file_type(name: str) -> str:
     key = str(name).strip().upper()
     key = FILE_TYPE_ALIASES.get(key, key)
     if key not in FILE_TYPES:
-        raise ValueError(f"unknown quant type {name!r}{_suggest(key, FILE_TYPES)}")
+        raise ValueError(f"unknown quant type {name!r}{suggest(key, FILE_TYPES)}")
     return key
 
 
@@ -88,7 +89,7 @@ def normalize_tensor_type(name: str) -> str:
     """Canonical ggml tensor-type name for ``name``; ValueError with a suggestion."""
     key = str(name).strip().upper()
     if key not in TENSOR_TYPES:
-        raise ValueError(f"unknown tensor type {name!r}{_suggest(key, TENSOR_TYPES)}")
+        raise ValueError(f"unknown tensor type {name!r}{suggest(key, TENSOR_TYPES)}")
     return key
 
 

@@ -1,0 +1,74 @@
+"""The command line: every command documents itself, and the README only names real commands."""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from hubbot.cli import main
+
+from conftest import REPO_ROOT
+
+
+def all_commands():
+    return sorted(main.commands.items())
+
+
+@pytest.mark.parametrize(("name", "command"), all_commands())
+def test_every_command_has_help(name, command):
+    assert command.help and len(command.help.strip()) > 10, name
+    result = CliRunner().invoke(main, [name, "--help"])
+    assert result.exit_code == 0
+    assert "Usage: main " + name in result.output or f"Usage: hubbot {name}" in result.output
+    for param in command.params:
+        if isinstance(param, click.Option) and not param.hidden and param.name not in ("help",):
+            assert param.help, f"{name} {param.opts} has no help text"
+
+
+def readme_invocations():
+    text = (REPO_ROOT / "README.md").read_text()
+    blocks = re.findall(r"```(?:bash|sh|console)?\n(.*?)```", text, flags=re.S)
+    calls = []
+    for block in blocks:
+        for line in block.splitlines():
+            for part in re.split(r"&&|\|", line.split("#")[0]):
+                words = part.strip().split()
+                if words[:1] == ["hubbot"]:
+                    calls.append(part.strip())
+    return calls
+
+
+def test_readme_names_only_real_commands_and_options():
+    calls = readme_invocations()
+    assert calls, "the README shows no hubbot command"
+    for call in calls:
+        words = [w for w in shlex.split(call.replace("[", " ").replace("]", " ")) if w != "..."]
+        cmd = main.commands.get(words[1]) if len(words) > 1 else None
+        assert cmd is not None, f"README uses an unknown command: {call}"
+        known = {opt for p in cmd.params for opt in getattr(p, "opts", []) + getattr(p, "secondary_opts", [])}
+        for w in words[2:]:
+            if w.startswith("-"):
+                assert w.split("=")[0] in known, f"README uses unknown option {w} in: {call}"
+
+
+def test_readme_starts_with_the_two_setup_commands():
+    text = (REPO_ROOT / "README.md").read_text()
+    first_block = re.search(r"```bash\n(.*?)```", text, flags=re.S).group(1)
+    commands = [ln for ln in first_block.splitlines() if ln.strip() and not ln.startswith("#")]
+    assert len(commands) == 2
+    assert "hubbot publish" in commands[0] and "examples/gemma-3-270m/variants.yaml" in commands[0]
+    assert "pytest" in commands[1]
+    ci = (REPO_ROOT / ".ci" / "run").read_text()
+    setup, _, test = commands[1].partition("&&")
+    assert setup.strip().lstrip("./") in ci and test.strip().replace("python ", "python3 ") in ci
+
+
+def test_version_and_unknown_command():
+    runner = CliRunner()
+    assert runner.invoke(main, ["--version"]).output.startswith("hubbot, version ")
+    result = runner.invoke(main, ["frobnicate"])
+    assert result.exit_code == 2
