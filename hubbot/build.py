@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable
 
 from .config import Config, VariantConfig
@@ -13,7 +17,7 @@ from .errors import ConfigError, ImatrixError
 from .plan import ImatrixRef, VariantPlan, check_rules, plan_variant
 from .progress import bar
 from .source import ResolvedSource, resolve_source
-from .workdir import WorkDir, atomic_path, check_free_space, sha256_file
+from .workdir import WorkDir, check_free_space, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -82,18 +86,40 @@ def manifest_entry(p: VariantPlan, source: ResolvedSource, sha: str, st: os.stat
     }
 
 
-def build_variant(cfg: Config, p: VariantPlan, source: ResolvedSource, work: WorkDir) -> dict[str, Any]:
-    """Quantize one variant into ``out/`` atomically and record it in the manifest."""
+def quantize_variant(p: VariantPlan, source: ResolvedSource, work: WorkDir) -> tuple[Path, Any]:
+    """Quantize one variant into a temporary file next to its final name; (temp path, report)."""
     final = work.output(p.file_name)
     # The output is at most the source's size for every type but F32, which doubles 16-bit weights.
     needed = source.path.stat().st_size * (2 if p.variant.type == "F32" else 1)
     check_free_space(work.out, needed, f"building {p.file_name}")
-    with atomic_path(final) as tmp:
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=work.out)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
         with bar(None, f"quantize {p.variant.name}", unit="tensor") as pbar:
             report = quantize(source.path, tmp, p.spec, p.imatrix.values if p.imatrix else None, progress=pbar)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp, report
+
+
+def finish_variant(p: VariantPlan, source: ResolvedSource, work: WorkDir, tmp: Path, report) -> dict[str, Any]:
+    """Hash the finished temporary file, move it into place and return its manifest entry."""
+    final = work.output(p.file_name)
+    try:
         with bar(tmp.stat().st_size, f"sha256 {p.file_name}", unit="B") as hbar:
             sha = sha256_file(tmp, hbar)
-    entry = manifest_entry(p, source, sha, final.stat(), report)
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return manifest_entry(p, source, sha, final.stat(), report)
+
+
+def build_variant(cfg: Config, p: VariantPlan, source: ResolvedSource, work: WorkDir) -> dict[str, Any]:
+    """Quantize one variant into ``out/`` atomically and record it in the manifest."""
+    tmp, report = quantize_variant(p, source, work)
+    entry = finish_variant(p, source, work, tmp, report)
     work.manifest.put(p.file_name, entry)
     return entry
 
@@ -104,16 +130,39 @@ def build(cfg: Config, only: Iterable[str] | None = None, threads: int | None = 
     nthreads = default_threads(cfg, threads)
     work, source, variants = prepare(cfg, only)
     imatrix = load_imatrix(cfg, source, work, variants, nthreads)
-    results = []
-    for v in variants:
-        p = plan_variant(cfg, v, source, work, imatrix, nthreads, dry_run=False)
-        if v.needs_imatrix and p.imatrix is None:
-            raise ConfigError(f"variant {v.name!r} needs an importance matrix but imatrix is off for it")
-        if p.up_to_date and not force:
-            log.info("%s is up to date", p.file_name)
-            results.append(BuildResult(v.name, p.file_name, "unchanged", work.manifest.get(p.file_name) or {}))
-            continue
-        log.info("building %s (%s)", p.file_name, v.type)
-        entry = build_variant(cfg, p, source, work)
-        results.append(BuildResult(v.name, p.file_name, "built", entry))
+    results: list[BuildResult] = []
+    manifest = work.manifest
+    # Hashing a finished file (a minute for a 54 GB BF16) overlaps the next variant's
+    # quantization; entries reach the manifest in ladder order as each hash completes.
+    pending: list[tuple[str, str, Future]] = []
+
+    def settle() -> None:
+        while pending:
+            name, file_name, fut = pending.pop(0)
+            entry = fut.result()
+            manifest.put(file_name, entry)
+            results.append(BuildResult(name, file_name, "built", entry))
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubbot-hash") as hasher:
+        try:
+            for v in variants:
+                p = plan_variant(cfg, v, source, work, imatrix, nthreads, dry_run=False)
+                if v.needs_imatrix and p.imatrix is None:
+                    raise ConfigError(f"variant {v.name!r} needs an importance matrix but imatrix is off for it")
+                if p.up_to_date and not force:
+                    settle()
+                    log.info("%s is up to date", p.file_name)
+                    results.append(BuildResult(v.name, p.file_name, "unchanged", manifest.get(p.file_name) or {}))
+                    continue
+                log.info("building %s (%s)", p.file_name, v.type)
+                tmp, report = quantize_variant(p, source, work)
+                settle()  # at most one file is hashing at a time: keep the disk reads sequential
+                pending.append((v.name, p.file_name, hasher.submit(finish_variant, p, source, work, tmp, report)))
+        except BaseException:
+            # Files already quantized are finished and recorded even when a later variant fails;
+            # the first failure is the one reported.
+            with contextlib.suppress(Exception):
+                settle()
+            raise
+        settle()
     return results

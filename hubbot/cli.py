@@ -149,8 +149,11 @@ def inspect(file: Path, as_json: bool, all_metadata: bool) -> None:
 
 # Commands that live in their own CLI modules register here (one import + add_command each).
 # --- command registry ---
+from .cli_imatrix import imatrix  # noqa: E402
+
+main.add_command(imatrix)
+from .cli_bench import bench  # noqa: E402
+
+main.add_command(bench)
 # --- end of command registry ---
 
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

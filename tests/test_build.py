@@ -127,9 +127,11 @@ def test_plan_json_matches_the_built_files(ladder):
         assert v["tensor_types"] == read_info(path).type_counts
         # The plan's size is exact up to alignment padding.
         assert abs(v["size"] - path.stat().st_size) < 64 * 1024, name
-    assert by_name["q4_k"]["fallbacks"] == 72  # 640-column tensors that cannot take Q4_K/Q6_K
+    manifest = json.loads((cfg.workdir / "manifest.json").read_text())["outputs"]
+    # The dry run reports the same shape fallbacks the real build logged (640-column tensors).
+    assert by_name["q4_k"]["fallbacks"] == len(manifest["gemma-3-270m-q4_k.gguf"]["fallbacks"]) > 0
     assert by_name["layered"]["standard_size"] < by_name["layered"]["size"]
-    assert by_name["layered"]["blocks"]["ffn_down"][0] == "Q8_0"
+    assert by_name["layered"]["blocks"]["ffn_down"]["0"] == "Q8_0"
     assert data["matrix"]["include"][0] == {"variant": "f16", "file": "gemma-3-270m-f16.gguf"}
 
 
@@ -158,7 +160,7 @@ def test_killed_build_leaves_no_complete_looking_file_and_rerun_completes(tmp_pa
     text = LADDER.format(source=gemma_bf16).split("variants:")[0] + "variants:\n  - name: q4_k\n    type: Q4_K_M\n"
     path = write_config(tmp_path, text)
     out = tmp_path / ".hubbot" / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "hubbot.cli", "build", "-c", str(path)],
+    proc = subprocess.Popen([sys.executable, "-m", "hubbot", "build", "-c", str(path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and not list(out.glob(".*.partial")):
@@ -194,6 +196,7 @@ def test_abort_and_full_disk_are_one_line_errors_with_nothing_written(tmp_path, 
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=1000))
     result = CliRunner().invoke(main, ["build", "-c", str(path)])
     assert result.exit_code == 1
-    assert "not enough disk space for building tiny-f16-q8_0.gguf" in result.output
-    assert result.output.count("\n") == 1
+    errors = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "not enough disk space for building tiny-f16-q8_0.gguf" in errors[0]
+    assert "Traceback" not in result.output
     assert list(out.iterdir()) == []

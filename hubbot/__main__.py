@@ -1,0 +1,5 @@
+"""``python -m hubbot`` runs the command line."""
+
+from hubbot.cli import main
+
+main()
