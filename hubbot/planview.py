@@ -10,7 +10,8 @@ from .config import Config
 from .ggufinfo import read_info
 from .plan import plan_variant
 from .recipes import ROLES
-from .workdir import human_bytes
+from .source import source_plan, source_plan_lines
+from .workdir import WorkDir, human_bytes
 
 _SHORT_META = 8  # list values longer than this are shortened in inspect output
 
@@ -19,13 +20,15 @@ def plan_project(cfg: Config, only: Iterable[str] | None = None, threads: int | 
                  dry_run: bool = True) -> dict[str, Any]:
     """Everything ``hubbot plan`` shows, as JSON-ready data (also the CI matrix source)."""
     nthreads = default_threads(cfg, threads)
+    # What the source needs (downloads, conversion), worked out before prepare() fetches it.
+    resolution = source_plan(cfg, WorkDir(cfg.workdir).cache)
     work, source, variants = prepare(cfg, only)
     imatrix = load_imatrix(cfg, source, work, variants, nthreads, compute=False)
     plans = [plan_variant(cfg, v, source, work, imatrix, nthreads, dry_run=dry_run, compare_standard=dry_run)
              for v in variants]
     return {
         "config": str(cfg.path), "target": cfg.target.repo, "workdir": str(work.root),
-        "source": source.describe(),
+        "source": dict(source.describe(), resolution=resolution),
         "imatrix": ({"file": imatrix.path.name, "sha256": imatrix.sha256} if imatrix else None),
         "variants": [dict(p.to_json(), blocks=p.block_table()) for p in plans],
         "matrix": {"include": [{"variant": p.variant.name, "file": p.file_name} for p in plans]},
@@ -50,6 +53,7 @@ def _block_rows(blocks: dict[str, dict[int, str]]) -> list[str]:
 def render_plan(data: dict[str, Any]) -> str:
     src = data["source"]
     lines = [f"source: {src['origin']} ({src['architecture']}, {src['block_count']} blocks, {human_bytes(src['size'])}, sha256 {src['sha256'][:12]})",
+             *source_plan_lines(src.get("resolution")),
              f"target: {data['target']}", ""]
     for v in data["variants"]:
         status = "up to date" if v["up_to_date"] else "to build"

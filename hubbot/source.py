@@ -1,8 +1,9 @@
 """Resolving the source model to one local full-precision GGUF file.
 
-Kinds: a local GGUF (``path``), a GGUF shipped in an installed Python package
-(``python_package``), a GGUF file in a Hub repo (``repo`` + ``file``), and a Hub
-safetensors repo converted to BF16/F16 GGUF (``repo`` alone, see ``convert.py``).
+Kinds: a local GGUF (``path``), a local HF checkpoint folder (``path`` to a folder, converted),
+a GGUF shipped in an installed Python package (``python_package``), a GGUF file in a Hub repo
+(``repo`` + ``file``, see ``fetch.py``), and a Hub safetensors repo converted to BF16/F16 GGUF
+(``repo`` alone, see ``convert.py``). Hub sources are pinned to their resolved commit sha.
 A quantized GGUF is refused unless ``allow_requantize`` or ``dequantize`` is set.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from .config import Config, SourceConfig
 from .errors import SourceError
-from .ggufinfo import GGUFInfo, open_reader, read_info
+from .ggufinfo import GGUFInfo, open_reader, read_info, read_info_cached
 from .workdir import atomic_path, check_free_space, sha256_file, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -94,9 +95,10 @@ def _package_gguf(package: str, cache: Path) -> Path:
 
 
 def _hub_gguf(src: SourceConfig, cfg: Config) -> tuple[Path, str]:
-    from .hubclient import download_file
+    from .fetch import download_gguf
 
-    return download_file(src.repo, src.file, src.revision, endpoint=cfg.target.endpoint)
+    assert src.repo and src.file
+    return download_gguf(src.repo, src.file, src.revision, cfg)
 
 
 def dequantize_gguf(src: Path, dst: Path, dtype: str) -> None:
@@ -139,7 +141,13 @@ def resolve_source(cfg: Config, cache: Path, *, fetch: bool = True) -> ResolvedS
     cache.mkdir(parents=True, exist_ok=True)
     hashes = HashCache(cache / "hashes.json")
     repo = revision = None
-    if src.path:
+    if src.path and cfg.resolve_path(src.path).is_dir():
+        from .convert import convert_local
+
+        folder = cfg.resolve_path(src.path)
+        path = convert_local(folder, src, cfg, cache)
+        kind, origin = "local-safetensors", f"{folder} (converted to {src.dtype.upper()})"
+    elif src.path:
         path = cfg.resolve_path(src.path)
         kind, origin = "local", str(path)
     elif src.python_package:
@@ -155,7 +163,7 @@ def resolve_source(cfg: Config, cache: Path, *, fetch: bool = True) -> ResolvedS
         repo, kind, origin = src.repo, "hub-safetensors", f"{src.repo} (converted to {src.dtype.upper()})"
     if not path.is_file():
         raise SourceError(f"source {path} not found; check source.path in {cfg.path.name}")
-    info = read_info(path)
+    info = read_info_cached(path, cache)
     if info.block_count <= 0 or not info.tensors:
         raise SourceError(f"{path}: no transformer blocks or tensors found; is this a language model GGUF?")
     if info.is_quantized:
@@ -166,7 +174,7 @@ def resolve_source(cfg: Config, cache: Path, *, fetch: bool = True) -> ResolvedS
                 check_free_space(expanded.parent, info.n_params * 2 + (64 << 20), f"the {src.dtype} source")
                 dequantize_gguf(path, expanded, src.dtype)
             origin = f"{origin}, expanded to {src.dtype.upper()}"
-            path, info = expanded, read_info(expanded)
+            path, info = expanded, read_info_cached(expanded, cache)
         elif not src.allow_requantize:
             raise SourceError(
                 f"source {path.name} is already quantized ({info.type_counts}); quantizing it again "
@@ -175,3 +183,76 @@ def resolve_source(cfg: Config, cache: Path, *, fetch: bool = True) -> ResolvedS
             )
     return ResolvedSource(path=path, sha256=hashes.sha256(path), kind=kind, origin=origin,
                           repo=repo or src.upstream_repo, revision=revision or src.revision, info=info)
+
+
+def source_plan(cfg: Config, cache: Path) -> dict:
+    """What resolving ``cfg.source`` will do, before doing it: files to download, conversion, sizes.
+
+    Makes at most one Hub request (the file listing at the resolved commit); downloads nothing.
+    """
+    from .convert import convert_local_path, converted_path
+
+    src = cfg.source
+    plan: dict = {"dtype": src.dtype}
+    if src.python_package:
+        return dict(plan, kind="package", package=src.python_package)
+    if src.path:
+        path = cfg.resolve_path(src.path)
+        if not path.is_dir():
+            return dict(plan, kind="local", path=str(path), size=path.stat().st_size if path.is_file() else None)
+        out = convert_local_path(path, src, cache)
+        plan.update(kind="local-safetensors", path=str(path), output=str(out))
+        plan["convert"] = _convert_plan(src, cfg, out, sum(p.stat().st_size for p in path.glob("*.safetensors")))
+        return plan
+    assert src.repo
+    from .fetch import missing_bytes, repo_listing
+
+    listing = repo_listing(src.repo, src.revision, cfg)
+    plan.update(repo=src.repo, requested_revision=src.revision or "main", revision=listing.revision)
+    if src.file:
+        names = listing.gguf_files(src.file)
+        plan["kind"] = "hub-gguf"
+    else:
+        names = listing.conversion_files()
+        out = converted_path(cache, src.repo, listing.revision, src.dtype)
+        plan.update(kind="hub-safetensors", output=str(out))
+        weights = sum(listing.files.get(n) or 0 for n in names if n.endswith(".safetensors"))
+        plan["convert"] = _convert_plan(src, cfg, out, weights)
+        if out.is_file():  # converted before: nothing will be downloaded
+            names = []
+    plan["files"] = [{"name": n, "size": listing.files.get(n)} for n in names]
+    plan["download_bytes"] = missing_bytes(listing, names)
+    return plan
+
+
+def _convert_plan(src: SourceConfig, cfg: Config, out: Path, weight_bytes: int) -> dict:
+    from .convert import ConverterEnv
+
+    env = ConverterEnv.from_config(src, cfg)
+    # 16-bit output: at most the size of 16-bit weights; F32 checkpoints shrink to half.
+    return {"cached": out.is_file(), "estimated_size": weight_bytes, "converter_venv": str(env.path),
+            "converter_ready": env.ready(), "converter_requirements": env.requirements}
+
+
+def source_plan_lines(plan: dict | None) -> list[str]:
+    """The source plan as indented text lines for ``hubbot plan``."""
+    from .workdir import human_bytes
+
+    if not plan or plan.get("kind") in ("local", "package"):
+        return []
+    lines = []
+    if plan.get("revision"):
+        lines.append(f"  pinned: {plan['repo']}@{plan['requested_revision']} = commit {plan['revision']}")
+    files = plan.get("files") or []
+    if files:
+        total = sum(f["size"] or 0 for f in files)
+        lines.append(f"  files: {len(files)} ({human_bytes(total)}), to download: {human_bytes(plan['download_bytes'])}")
+    conv = plan.get("convert")
+    if conv:
+        if conv["cached"]:
+            lines.append(f"  conversion to {plan['dtype'].upper()}: cached")
+        else:
+            venv = "ready" if conv["converter_ready"] else "to be created (about 1.2 GB, torch + transformers)"
+            lines.append(f"  conversion to {plan['dtype'].upper()}: ~{human_bytes(conv['estimated_size'])}; "
+                         f"converter venv {conv['converter_venv']} {venv}")
+    return lines
