@@ -155,5 +155,16 @@ main.add_command(imatrix)
 from .cli_bench import bench  # noqa: E402
 
 main.add_command(bench)
+from .cli_card import card  # noqa: E402
+
+main.add_command(card)
+from .cli_publish import publish, serve_hub  # noqa: E402
+
+main.add_command(publish)
+main.add_command(serve_hub)
+from .cli_merge import ci, merge  # noqa: E402
+
+main.add_command(merge)
+main.add_command(ci)
 # --- end of command registry ---
 

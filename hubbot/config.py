@@ -63,6 +63,13 @@ class TextFile(Strict):
         return Path(self.path or "").name
 
 
+class ConverterConfig(Strict):
+    """The isolated venv that runs llama.cpp's HF-to-GGUF converter (safetensors sources only)."""
+
+    venv: str | None = Field(None, description="venv folder; default $HUBBOT_CONVERTER_VENV or ~/.cache/hubbot/converter-venv")
+    torch: str = Field("torch==2.13.0", description="pip requirement for torch in that venv (a CPU build is enough)")
+
+
 class SourceConfig(Strict):
     """Where the full-precision model comes from."""
 
@@ -76,6 +83,7 @@ class SourceConfig(Strict):
     allow_requantize: bool = False
     base_model: str | None = Field(None, description="upstream repo id for the card")
     card: str | None = Field(None, description="local copy of the upstream README")
+    converter: ConverterConfig = ConverterConfig()
 
     @model_validator(mode="after")
     def _one_kind(self) -> "SourceConfig":
@@ -130,6 +138,7 @@ class ImatrixConfig(Strict):
     ctx: int = Field(512, ge=32)
     chunks: int | None = Field(None, ge=1)
     threads: int | None = Field(None, ge=1)
+    gpu_layers: int = Field(0, ge=-1, description="layers to offload when llama-cpp-python has a GPU backend (-1: all)")
 
 
 class BenchmarkConfig(Strict):
@@ -141,6 +150,7 @@ class BenchmarkConfig(Strict):
     speed: bool = True
     repetitions: int = Field(3, ge=1)
     reference: str | None = None
+    gpu_layers: int = Field(0, ge=-1, description="layers to offload when llama-cpp-python has a GPU backend (-1: all)")
 
 
 class BuildConfig(Strict):

@@ -135,6 +135,13 @@ def make_spec(cfg: Config, v: VariantConfig, source: ResolvedSource, imatrix: Im
     overrides = [recipes.TensorOverride(t.pattern, t.type) for t in v.tensors]
     rules = [recipes.LayerRule(r.blocks, r.type, tuple(r.roles)) for r in v.layers]
     overrides += recipes.compile_layer_rules(rules, source.info.block_count)
+    # Explicit types skip llama.cpp's shape fallbacks (and abort on misfit rows): fit them here.
+    row_lengths = {t.name: t.shape[0] for t in source.info.tensors if len(t.shape) >= 2}
+    overrides = recipes.fit_overrides(overrides, row_lengths)
+    embd_rows = row_lengths.get("token_embd.weight", 0)
+    out_rows = row_lengths.get("output.weight", embd_rows)  # tied: token_embd takes the output type
+    output_type = recipes.fit_type(v.output, out_rows) if v.output and out_rows else v.output
+    embeddings_type = recipes.fit_type(v.embeddings, embd_rows) if v.embeddings and embd_rows else v.embeddings
     meta: list[tuple[str, Any]] = [("general.quantized_by", cfg.card.quantized_by or "hubbot"),
                                    ("hubbot.version", __version__)]
     if source.repo:
@@ -145,7 +152,7 @@ def make_spec(cfg: Config, v: VariantConfig, source: ResolvedSource, imatrix: Im
     if imatrix is not None:
         meta += imatrix.metadata()
     return QuantizeSpec(
-        file_type=v.type, output_type=v.output, embeddings_type=v.embeddings,
+        file_type=v.type, output_type=output_type, embeddings_type=embeddings_type,
         overrides=tuple(overrides), pure=v.pure,
         allow_requantize=cfg.source.allow_requantize, metadata=tuple(meta), threads=threads,
     )

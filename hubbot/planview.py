@@ -40,6 +40,8 @@ def _block_rows(blocks: dict[str, dict[int, str]]) -> list[str]:
     rows = []
     for role in [r for r in ROLES if r in blocks] + sorted(set(blocks) - set(ROLES)):
         types = [blocks[role][b] for b in sorted(blocks[role])]
+        if role not in ROLES and all(t in ("F32", "F16", "BF16") for t in types):
+            continue  # norms and biases stay float in every variant: not worth a line
         runs: list[list] = []
         for t in types:
             if runs and runs[-1][0] == t:

@@ -205,30 +205,76 @@ def compile_layer_rules(rules: list[LayerRule], n_blocks: int) -> list[TensorOve
     return overrides
 
 
+# --- shape fallbacks for explicit types -------------------------------------------------
+# llama.cpp applies its fallback table only to the types its own mixing rules pick; a type
+# given explicitly (override, output or embedding type) is written as asked, and a row length
+# that is not a multiple of the block size aborts the process. hubbot applies the same table
+# to explicit types first, so a recipe written for a 27B model (rows of 5376) also builds on a
+# model with 640-wide rows, with the same result llama.cpp's own rules would give.
+SHAPE_FALLBACK = {
+    "TQ1_0": "Q4_0", "TQ2_0": "Q4_0",
+    "IQ2_XXS": "IQ4_NL", "IQ2_XS": "IQ4_NL", "IQ2_S": "IQ4_NL", "IQ3_XXS": "IQ4_NL", "IQ3_S": "IQ4_NL",
+    "IQ1_S": "IQ4_NL", "IQ1_M": "IQ4_NL", "Q2_K": "IQ4_NL", "Q3_K": "IQ4_NL", "IQ4_XS": "IQ4_NL",
+    "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0",
+}
+
+
+def block_size(type_name: str) -> int:
+    import gguf
+
+    return gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[type_name]][0]
+
+
+def fit_type(type_name: str, row_length: int) -> str:
+    """``type_name`` if rows of ``row_length`` fit its blocks, else llama.cpp's fallback type."""
+    if row_length % block_size(type_name) == 0:
+        return type_name
+    new = SHAPE_FALLBACK.get(type_name, "F16")
+    return new if row_length % block_size(new) == 0 else "F16"
+
+
+def fit_overrides(overrides: list[TensorOverride], row_lengths: dict[str, int]) -> list[TensorOverride]:
+    """Overrides that never ask for a type a tensor's rows cannot hold.
+
+    ``row_lengths`` maps tensor name -> ne0. For every tensor whose first matching override
+    does not fit, an exact-name override with the fallback type is put in front.
+    """
+    fixes: list[TensorOverride] = []
+    compiled = [(re.compile(o.pattern), o) for o in overrides]
+    for name, ne0 in row_lengths.items():
+        hit = next((o for rx, o in compiled if rx.search(name)), None)
+        if hit is not None and (fitted := fit_type(hit.type, ne0)) != hit.type:
+            fixes.append(TensorOverride(f"^{re.escape(name)}$", fitted))
+    return fixes + list(overrides)
+
+
 # --- built-in layer-adaptive recipes ---------------------------------------------------
-# The reference card's "adaptive" ladder, written as data: the outer quarter of blocks on
-# each side keeps a 4-bit type for the tensors most sensitive to error, the middle half
-# takes the low-bit base type, and embeddings and output are protected at Q5_K.
+# The reference card's "adaptive" ladder, written as data. The outermost blocks (the first and
+# last 12.5%) are where low-bit error hurts most: there ffn_down gets a 3-4 bit type and the
+# attention K/V/output projections 4.5-bit Q4_K, while the middle keeps the base type (and,
+# where the budget allows, a slightly better ffn_down). Embeddings and output keep llama.cpp's
+# own protected choice (Q5_K for these base types, Q8_0 when rows do not fit K-quants).
+# The types were picked by measurement (benchmarks/bench_adaptive.py) under the constraint that
+# a Gemma-3-27B-shaped model grows by at most 10% over the standard mix of the same base type.
 
-_SENSITIVE = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_down")
+_EDGE_ATTN = ["attn_k", "attn_v", "attn_output"]
 
 
-def _adaptive(base: str, edge_type: str = "IQ4_XS", middle_v: str = "IQ3_S") -> dict:
-    return {
-        "type": base,
-        "output": "Q5_K",
-        "embeddings": "Q5_K",
-        "layers": [
-            {"blocks": "edges 25%", "roles": list(_SENSITIVE), "type": edge_type},
-            {"blocks": "middle 50%", "roles": ["attn_v", "ffn_down"], "type": middle_v},
-        ],
-    }
+def _adaptive(base: str, edge_down: str, edge_attn: str = "Q4_K", middle_down: str | None = None,
+              edges: str = "edges 12.5%") -> dict:
+    layers = [
+        {"blocks": edges, "roles": ["ffn_down"], "type": edge_down},
+        {"blocks": edges, "roles": list(_EDGE_ATTN), "type": edge_attn},
+    ]
+    if middle_down:
+        layers.append({"blocks": "all", "roles": ["ffn_down"], "type": middle_down})
+    return {"type": base, "layers": layers}
 
 
 BUILTIN_RECIPES: dict[str, dict] = {
-    "dynamic-iq2_xxs": _adaptive("IQ2_XXS"),
-    "dynamic-iq2_xs": _adaptive("IQ2_XS"),
-    "dynamic-iq2_s": _adaptive("IQ2_S"),
-    "dynamic-iq1_m": _adaptive("IQ1_M", middle_v="IQ2_S"),
-    "dynamic-iq1_s": _adaptive("IQ1_S", middle_v="IQ2_XXS"),
+    "dynamic-iq2_xxs": _adaptive("IQ2_XXS", "IQ4_XS"),
+    "dynamic-iq2_xs": _adaptive("IQ2_XS", "IQ4_XS", middle_down="IQ2_S"),
+    "dynamic-iq2_s": _adaptive("IQ2_S", "IQ4_XS"),
+    "dynamic-iq1_m": _adaptive("IQ1_M", "IQ3_XXS", middle_down="IQ2_XXS"),
+    "dynamic-iq1_s": _adaptive("IQ1_S", "IQ3_XXS"),
 }

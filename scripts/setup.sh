@@ -5,11 +5,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
-# Headless Chromium renders the card preview in the tests (a screenshot of the HTML card).
-if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  echo "setup: installing chromium (Debian package) for the card preview test" >&2
+# Debian packages: a C/C++ toolchain and cmake build llama.cpp (the engine, and llama.cpp's own
+# perplexity/imatrix tools the parity tests compare against); headless Chromium renders the card
+# preview in the tests.
+missing=""
+for pair in cmake:cmake g++:g++ chromium:chromium; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || missing="$missing ${pair#*:}"
+done
+if [ -n "$missing" ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "setup: installing Debian packages:$missing" >&2
   apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 
 # llama-cpp-python builds llama.cpp for this CPU (-march=native). Some virtual machines report
@@ -30,3 +37,7 @@ if ! "$PYTHON" -m hubbot.selfcheck >/dev/null 2>&1; then
   "$PYTHON" -m pip install -q --force-reinstall --no-deps --no-cache-dir "llama-cpp-python==0.3.36"
   "$PYTHON" -m hubbot.selfcheck
 fi
+
+# llama.cpp's reference tools for the parity tests, built once from the same llama.cpp sources
+# (fetched from PyPI here, so the test run itself never leaves 127.0.0.1).
+"$PYTHON" tests/llamacpp_tools.py >/dev/null

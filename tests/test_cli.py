@@ -31,7 +31,9 @@ def test_every_command_has_help(name, command):
 
 def readme_invocations():
     text = (REPO_ROOT / "README.md").read_text()
-    blocks = re.findall(r"```(?:bash|sh|console)?\n(.*?)```", text, flags=re.S)
+    # Every fenced block is matched (so a ```yaml block cannot shift the pairing); shell ones are read.
+    blocks = [body for lang, body in re.findall(r"```(\w*)\n(.*?)```", text, flags=re.S)
+              if lang in ("", "bash", "sh", "console")]
     calls = []
     for block in blocks:
         for line in block.splitlines():
@@ -49,8 +51,12 @@ def test_readme_names_only_real_commands_and_options():
         words = [w for w in shlex.split(call.replace("[", " ").replace("]", " ")) if w != "..."]
         cmd = main.commands.get(words[1]) if len(words) > 1 else None
         assert cmd is not None, f"README uses an unknown command: {call}"
+        rest = words[2:]
+        while isinstance(cmd, click.Group) and rest:  # subcommands: `hubbot ci matrix ...`
+            cmd = cmd.commands.get(rest.pop(0))
+            assert cmd is not None, f"README uses an unknown subcommand: {call}"
         known = {opt for p in cmd.params for opt in getattr(p, "opts", []) + getattr(p, "secondary_opts", [])}
-        for w in words[2:]:
+        for w in rest:
             if w.startswith("-"):
                 assert w.split("=")[0] in known, f"README uses unknown option {w} in: {call}"
 

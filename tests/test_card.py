@@ -1,0 +1,417 @@
+"""The model card: golden output, upstream metadata kept exactly, inert upstream text, sections
+that disappear without data, one-line template errors, the CLI, an HTML preview in a real
+browser, and cards for the real example ladder and the root MedGemma ladder.
+
+Regenerate the golden files after an intended change with::
+
+    HUBBOT_UPDATE_GOLDEN=1 pytest tests/test_card.py -k golden
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from conftest import DATA_DIR, EXAMPLE_DIR, REPO_ROOT
+from huggingface_hub import ModelCard
+
+from hubbot.card import UPSTREAM_END, UPSTREAM_START, render_card, write_card
+from hubbot.card_html import card_html
+from hubbot.card_upstream import split_front_matter
+from hubbot.cli import main
+from hubbot.config import load_config
+from hubbot.errors import CardError
+from hubbot.workdir import WorkDir
+
+FIXTURES = Path(__file__).parent / "fixtures" / "card"
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = bool(os.environ.get("HUBBOT_UPDATE_GOLDEN"))
+
+
+def small_results() -> dict[str, dict]:
+    return json.loads((FIXTURES / "small-results.json").read_text())
+
+
+@pytest.fixture
+def project(tmp_path: Path):
+    """The small fixture ladder with its manifest in a fresh folder; (config, folder)."""
+    shutil.copy(FIXTURES / "small-variants.yaml", tmp_path / "variants.yaml")
+    shutil.copy(FIXTURES / "gated-upstream.md", tmp_path / "gated-upstream.md")
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(FIXTURES / "small-manifest.json", work / "manifest.json")
+    return load_config(tmp_path / "variants.yaml"), tmp_path
+
+
+def store_results(cfg, results: dict[str, dict]) -> None:
+    """Put results where hubbot.bench.load_results reads them (the bench stage's contract)."""
+    folder = WorkDir(cfg.workdir).results / "bench"
+    folder.mkdir(parents=True, exist_ok=True)
+    for r in results.values():
+        (folder / f"{r['sha256']}.json").write_text(json.dumps(r))
+
+
+def sections(text: str) -> list[str]:
+    own = text.split(UPSTREAM_START)[0]
+    return [line[3:] for line in own.splitlines() if line.startswith("## ")]
+
+
+def check_golden(name: str, data: str) -> None:
+    path = GOLDEN / name
+    if UPDATE:
+        path.write_text(data, encoding="utf-8")
+    assert path.exists(), f"{path} is missing; run with HUBBOT_UPDATE_GOLDEN=1 to create it"
+    assert data == path.read_text(encoding="utf-8"), f"{name} differs from the golden file (HUBBOT_UPDATE_GOLDEN=1 regenerates)"
+
+
+# --- golden, determinism, metadata ---------------------------------------------------------------
+
+def test_golden_card_and_chart(project):
+    cfg, _ = project
+    store_results(cfg, small_results())
+    card = render_card(cfg)
+    check_golden("small-card.md", card.text)
+    check_golden("small-ppl-vs-size.svg", card.chart_svg)
+    assert sections(card.text) == ["How these files were made", "Layer-adaptive low-bit files",
+                                   "Quality and size of every file", "Choosing a file", "Files",
+                                   "Running the files", "Original model card"]
+
+
+def test_rendering_is_byte_identical_and_writes_atomically(project, tmp_path):
+    cfg, _ = project
+    results = small_results()
+    first = write_card(cfg, tmp_path / "a", results=results)
+    second = write_card(cfg, tmp_path / "b", results=results)
+    assert [p.name for p in first] == ["ppl-vs-size.svg", "README.md"]
+    for a, b in zip(first, second):
+        assert a.read_bytes() == b.read_bytes()
+    assert not list((tmp_path / "a").glob(".*partial"))
+    # Default destination: the work directory's out/ folder, where publish picks it up.
+    default = write_card(cfg, results=results)
+    assert {p.parent for p in default} == {WorkDir(cfg.workdir).out}
+
+
+def test_gated_upstream_metadata_survives_exactly(project):
+    cfg, folder = project
+    upstream_meta, _ = split_front_matter((folder / "gated-upstream.md").read_text())
+    card = render_card(cfg, results=small_results())
+    meta = yaml.safe_load(card.text.split("---\n", 2)[1])
+    kept = [k for k in upstream_meta if k.startswith("extra_gated") or k in ("license", "license_name", "license_link")]
+    assert len(kept) == 8
+    for key in kept:
+        assert meta[key] == upstream_meta[key], key
+    hub = ModelCard(card.text).data.to_dict()
+    assert hub["license"] == "other" and hub["extra_gated_fields"] == upstream_meta["extra_gated_fields"]
+    assert meta["base_model"] == "example-org/tiny-model"
+    assert meta["base_model_relation"] == "quantized"
+    assert meta["library_name"] == "gguf" and meta["quantized_by"] == "example-user"
+    assert meta["pipeline_tag"] == "text-generation" and meta["language"] == ["en", "fr"]
+    assert meta["tags"] == ["example", "research", "tiny", "gguf", "imatrix", "quantized"]
+    assert meta["model_creator"] == "Example Org"
+
+
+def test_upstream_text_is_inserted_verbatim_and_never_evaluated(project):
+    cfg, folder = project
+    _, body = split_front_matter((folder / "gated-upstream.md").read_text())
+    card = render_card(cfg, results=small_results())
+    between = card.text.split(UPSTREAM_START + "\n", 1)[1].split("\n" + UPSTREAM_END, 1)[0]
+    assert between == body.rstrip("\n")
+    for literal in ("{{ undefined_variable }}", "{{ 7 * 6 }}", "{% for x in range(3) %}", "{# a comment",
+                    '{% include "README.md.j2" %}', "{% raw %}raw block{% endraw %}", "trailing spaces   \n"):
+        assert literal in between
+    assert "42" not in between and "loop 0" not in between
+    # The upstream text names a file this repo does not publish; only hubbot's own part is checked.
+    assert "tiny-model-q2_k.gguf" not in card.files_named
+
+
+def test_no_upstream_card_gives_a_card_without_that_section(project):
+    cfg, folder = project
+    (folder / "gated-upstream.md").unlink()
+    plain = cfg.model_copy(update={"source": cfg.source.model_copy(update={"card": None})})
+    plain._path = cfg.path
+    card = render_card(plain, results=small_results())
+    assert "Original model card" not in card.text and UPSTREAM_START not in card.text
+    meta = yaml.safe_load(card.text.split("---\n", 2)[1])
+    assert "license" not in meta and not any(k.startswith("extra_gated") for k in meta)
+
+
+# --- sections follow the data --------------------------------------------------------------------
+
+def test_missing_benchmark_data_drops_its_sections(project):
+    cfg, _ = project
+    card = render_card(cfg, results={})
+    names = sections(card.text)
+    assert "Quality and size of every file" not in names
+    assert card.chart_svg is None and "ppl-vs-size.svg" not in card.text
+    assert "Measured against" not in card.text and "Measurements:" not in card.text
+    assert "Smallest file within" not in card.text
+    # The method itself is configuration, so it stays; the files and formats are still described.
+    assert "Layer-adaptive low-bit files" in names and "Files" in names
+
+
+def test_partial_measurements_drop_only_the_missing_columns(project):
+    cfg, _ = project
+    results = small_results()
+    for r in results.values():
+        r["kld"] = None
+        r["speed"] = None
+    card = render_card(cfg, results=results)
+    table = card.text.split("## Quality and size of every file")[1]
+    assert "mean KLD" not in table and "tg t/s" not in table and "perplexity" in table
+
+
+def test_formats_guide_covers_exactly_the_formats_present(project):
+    cfg, _ = project
+    card = render_card(cfg, files=["tiny-model-bf16.gguf", "tiny-model-q4_k.gguf"], results=small_results())
+    guide = card.text.split("## Choosing a file")[1].split("\n## ")[0]
+    rows = [line.split("|")[1].strip() for line in guide.splitlines() if line.startswith("| **")]
+    assert rows == ["**BF16**", "**Q4_K_M**"]
+    assert "Layer-adaptive" not in card.text  # no adaptive file among those published
+    assert card.files_named == ["tiny-model-bf16.gguf", "tiny-model-q4_k.gguf"]
+
+
+def test_adaptive_table_pairs_each_adaptive_file_with_the_standard_mix(project):
+    cfg, _ = project
+    card = render_card(cfg, results=small_results())
+    block = card.text.split("Measured against")[1].split("\n\n")[1]
+    lines = [line for line in block.splitlines() if line.startswith("| IQ2_XXS")]
+    assert len(lines) == 1
+    cells = [c.strip() for c in lines[0].split("|")[1:-1]]
+    assert cells[1:4] == ["15.9311", "13.0487", "−18.09%"]
+
+
+def test_shards_are_listed_and_unknown_files_are_refused(project):
+    cfg, folder = project
+    manifest = json.loads((folder / "work" / "manifest.json").read_text())
+    entry = manifest["outputs"]["tiny-model-bf16.gguf"]
+    entry["shards"] = {"source_sha256": entry["sha256"], "max_size": 10**9, "files": [
+        {"file": f"tiny-model-bf16-0000{i}-of-00002.gguf", "sha256": f"{i}" * 64, "size": 10**9, "mtime_ns": 0}
+        for i in (1, 2)]}
+    (folder / "work" / "manifest.json").write_text(json.dumps(manifest))
+    files = ["tiny-model-bf16-00001-of-00002.gguf", "tiny-model-bf16-00002-of-00002.gguf", "tiny-model-q8_0.gguf"]
+    card = render_card(cfg, files=files, results=small_results())
+    assert card.files_named == files
+    assert "1" * 64 in card.text and "2" * 64 in card.text
+    (folder / "named.md.j2").write_text("---\nlicense: mit\n---\n\nGet `tiny-model-q2_k.gguf` here.\n")
+    bad = cfg.model_copy(update={"card": cfg.card.model_copy(update={"template": "named.md.j2"})})
+    bad._path = cfg.path
+    with pytest.raises(CardError, match=r"names tiny-model-q2_k\.gguf, which is not among the files"):
+        render_card(bad, results={})
+
+
+def test_unbuilt_project_is_a_one_line_error(tmp_path):
+    shutil.copy(FIXTURES / "small-variants.yaml", tmp_path / "variants.yaml")
+    shutil.copy(FIXTURES / "gated-upstream.md", tmp_path / "gated-upstream.md")
+    with pytest.raises(CardError, match="run `hubbot build` first") as info:
+        render_card(load_config(tmp_path / "variants.yaml"))
+    assert "\n" not in str(info.value)
+
+
+# --- templates ---------------------------------------------------------------------------------
+
+def _with_template(cfg, template: str):
+    new = cfg.model_copy(update={"card": cfg.card.model_copy(update={"template": template})})
+    new._path = cfg.path
+    return new
+
+
+@pytest.mark.parametrize("text, line, what", [
+    ("---\nlicense: mit\n---\n\n# {{ title }}\n\n{{ no_such_thing }}\n", 7, "undefined variable"),
+    ("---\nlicense: mit\n---\n\n{% for r in rows %}\n{{ r.name }}\n", 6, "template syntax error"),
+    ("---\nlicense: mit\n---\n{% include '_title.md.j2' %}\n{{ rows[0].no_such_key }}\n", 5, "undefined variable"),
+])
+def test_bad_templates_give_one_line_errors_with_file_and_line(project, text, line, what):
+    cfg, folder = project
+    (folder / "custom").mkdir()
+    (folder / "custom" / "README.md.j2").write_text(text)
+    with pytest.raises(CardError) as info:
+        render_card(_with_template(cfg, "custom"), results={})
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert f"README.md.j2:{line}:" in msg and what in msg
+
+
+def test_error_in_a_partial_names_the_partial(project):
+    cfg, folder = project
+    (folder / "custom").mkdir()
+    (folder / "custom" / "README.md.j2").write_text("---\nlicense: mit\n---\n{% include '_extra.md.j2' %}\n")
+    (folder / "custom" / "_extra.md.j2").write_text("ok\n\n{{ missing }}\n")
+    with pytest.raises(CardError, match=r"_extra\.md\.j2:3: undefined variable"):
+        render_card(_with_template(cfg, "custom"), results={})
+
+
+def test_template_override_can_reuse_the_builtin_partials(project):
+    cfg, folder = project
+    (folder / "mine.md.j2").write_text(
+        "---\n{{ front_matter }}---\n\n# My own title\n\n{% include '_files.md.j2' %}\n{% include '_upstream.md.j2' %}")
+    card = render_card(_with_template(cfg, "mine.md.j2"), results={})
+    assert sections(card.text) == ["Files", "Original model card"]
+    assert "# My own title" in card.text and "license: other" in card.text
+
+
+# --- CLI and HTML preview --------------------------------------------------------------------------
+
+def test_cli_dry_run_prints_writes_and_previews(project, tmp_path):
+    cfg, folder = project
+    store_results(cfg, small_results())
+    runner = CliRunner()
+    res = runner.invoke(main, ["card", "-c", str(folder / "variants.yaml"), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout == render_card(cfg).text
+    out, page = tmp_path / "prev" / "README.md", tmp_path / "prev" / "card.html"
+    res = runner.invoke(main, ["card", "-c", str(folder / "variants.yaml"), "--dry-run", "-o", str(out), "--html", str(page)])
+    assert res.exit_code == 0, res.output
+    assert out.read_text() == render_card(cfg).text
+    assert (out.parent / "ppl-vs-size.svg").is_file()
+    html = page.read_text()
+    assert "<svg" in html and "<table>" in html and "{{ 7 * 6 }}" in html
+    # Without --dry-run the card lands in out/ for publish.
+    res = runner.invoke(main, ["card", "-c", str(folder / "variants.yaml")])
+    assert res.exit_code == 0 and (WorkDir(cfg.workdir).out / "README.md").read_text() == render_card(cfg).text
+    res = runner.invoke(main, ["card", "-c", str(folder / "variants.yaml"), "--upstream", str(folder / "nope.md"), "--dry-run"])
+    assert res.exit_code != 0
+
+
+def test_cli_reports_a_bad_template_in_one_line(project):
+    _, folder = project
+    (folder / "broken.md.j2").write_text("---\nlicense: mit\n---\n{% if %}\n")
+    text = (folder / "variants.yaml").read_text().replace("  quantized_by:", "  template: broken.md.j2\n  quantized_by:")
+    (folder / "variants.yaml").write_text(text)
+    res = CliRunner().invoke(main, ["card", "-c", str(folder / "variants.yaml"), "--dry-run"])
+    assert res.exit_code == 1
+    assert res.stderr.count("\n") == 1 and "broken.md.j2:4: template syntax error" in res.stderr
+
+
+def _png_info(data: bytes) -> tuple[int, int, bytes]:
+    """(width, height, decompressed scanlines) of a PNG, decoded with zlib only."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, width, height = 8, b"", 0, 0
+    while pos < len(data):
+        (length,), kind = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
+        chunk = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            width, height = struct.unpack(">II", chunk[:8])
+        elif kind == b"IDAT":
+            idat += chunk
+        pos += 12 + length
+    return width, height, zlib.decompress(idat)
+
+
+@pytest.mark.slow
+def test_html_preview_renders_in_headless_chromium(project, tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert browser, "chromium is required for this test (Debian: apt-get install -y chromium)"
+    cfg, _ = project
+    card = render_card(cfg, results=small_results())
+    page = tmp_path / "card.html"
+    page.write_text(card_html(card))
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--no-first-run",
+                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1100,2200",
+                    page.as_uri()], check=True, capture_output=True, timeout=120)
+    width, height, raw = _png_info(shot.read_bytes())
+    assert (width, height) == (1100, 2200)
+    # A blank or single-colour page compresses to almost nothing and has few distinct bytes.
+    assert shot.stat().st_size > 40_000
+    assert len(set(raw)) > 200
+    if os.environ.get("HUBBOT_KEEP_SCREENSHOT"):
+        shutil.copy(shot, os.environ["HUBBOT_KEEP_SCREENSHOT"])
+
+
+# --- real ladders --------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_card_for_the_real_example_from_a_real_build(tmp_path):
+    from hubbot.bench import run_bench
+    from hubbot.build import build
+
+    text = (EXAMPLE_DIR / "variants.yaml").read_text().replace("../data/", f"{DATA_DIR}/")
+    (tmp_path / "variants.yaml").write_text(text + f"build:\n  workdir: {tmp_path / 'work'}\n  threads: 2\n")
+    cfg = load_config(tmp_path / "variants.yaml")
+    build(cfg, only=["bf16", "q4_k", "dynamic-iq2_xxs"])
+    # Real measurements, kept short: two chunks of perplexity/KLD, no speed run.
+    run_bench(cfg, only=["bf16", "q4_k", "dynamic-iq2_xxs"], chunks=2, speed=False)
+    manifest = WorkDir(cfg.workdir).manifest.entries
+    card = render_card(cfg)  # upstream card from the source package, results through bench.load_results
+    assert sections(card.text) == ["How these files were made", "Layer-adaptive low-bit files",
+                                   "Quality and size of every file", "Choosing a file", "Files",
+                                   "Running the files", "Original model card"]
+    meta = yaml.safe_load(card.text.split("---\n", 2)[1])
+    assert meta["license"] == "gemma" and meta["extra_gated_button_content"] == "Acknowledge license"
+    assert meta["base_model"] == "google/gemma-3-270m" and "imatrix" in meta["tags"]
+    assert set(card.files_named) == set(manifest)
+    # What the card says about the head tensors comes from the files themselves (Gemma ties them).
+    assert card.text.count("Token embeddings (shared with the output layer): **Q8_0**") == 2
+    assert "Python reference excerpts (calibration) over 8 chunks" in card.text
+    assert "0.3.36" in card.text and card.chart_svg.startswith("<svg")
+    assert "dynamic-iq2_xxs" in card.text.split("## Layer-adaptive")[1].split("\n## ")[0]
+    quality = card.text.split("## Quality and size of every file")[1].split("\n## ")[0]
+    assert "`bf16` (reference)" in quality and "mean KLD" in quality and "tg t/s" not in quality
+    if os.environ.get("HUBBOT_KEEP_EXAMPLE_CARD"):
+        Path(os.environ["HUBBOT_KEEP_EXAMPLE_CARD"]).write_text(card.text)
+
+
+def _synthetic_manifest(cfg, bpw: dict[str, float], n_params: int) -> tuple[dict, dict]:
+    """A manifest and results for a ladder that cannot be built here (27B), shaped like the real ones."""
+    engine = {"ggml_commit": "0c1e570", "llama_cpp_python": "0.3.36"}
+    manifest, results = {}, {}
+    for i, v in enumerate(cfg.variants):
+        f = cfg.file_name(v)
+        size = int(n_params * bpw[v.name] / 8)
+        sha = f"{i:02d}" * 32
+        manifest[f] = {"kind": "variant", "variant": v.name, "file": f, "sha256": sha, "size": size, "type": v.type,
+                       "output": v.output, "embeddings": v.embeddings, "description": v.description, "engine": engine,
+                       "source": {"repo": cfg.source.repo, "revision": "9a8b7c6d", "origin": "safetensors converted to BF16"},
+                       "imatrix": {"dataset": "hubbot calibration excerpts", "chunks": 200} if v.uses_imatrix else None,
+                       "tensor_types": {v.type: 400, "F32": 200}, "fallbacks": {}, "n_params": n_params,
+                       "bpw": bpw[v.name]}
+        ppl = 5.0 * (1 + 2.0 / bpw[v.name] ** 2)
+        results[f] = {"file": f, "sha256": sha, "size": size, "bpw": bpw[v.name],
+                      "perplexity": {"ppl": ppl, "stderr": 0.05, "chunks": 40, "ctx": 512, "tokens": 10200},
+                      "kld": {"mean": 0.01 * (16 / bpw[v.name]), "same_top": 0.99 - 0.1 / bpw[v.name]},
+                      "speed": {"pp": 40.0 * 16 / bpw[v.name], "tg": 2.0 * 16 / bpw[v.name], "threads": 4,
+                                "pp_tokens": 512, "tg_tokens": 128},
+                      "settings": {"quality": {"reference_file": cfg.file_name(cfg.variants[0])}},
+                      "text": {"name": "hubbot evaluation excerpts"}}
+    manifest[f"{cfg.model_name}.imatrix.gguf"] = {"kind": "imatrix", "sha256": "ab" * 32, "size": 15_000_000,
+                                                 "dataset": "hubbot calibration excerpts", "chunks": 200, "ctx": 512}
+    return manifest, results
+
+
+ROOT_BPW = {"bf16": 16.0, "f16": 16.0, "bf16-q8_0": 8.9, "f16-q8_0": 8.9, "q8_0": 8.5, "q6_k": 6.6, "q4_k": 4.9,
+            "q4_k_s": 4.6, "q4_0": 4.5, "iq3_m": 3.7, "iq3_xs": 3.3, "iq2_xxs": 2.3, "iq2_xs": 2.5, "iq2_s": 2.6,
+            "iq1_m": 1.9, "iq1_s": 1.7, "std-iq2_xxs": 2.1}
+
+
+def test_root_medgemma_ladder_renders_every_section_it_has_data_for(tmp_path):
+    text = (REPO_ROOT / "variants.yaml").read_text().replace("examples/data/", f"{DATA_DIR}/")
+    # One standard IQ2_XXS mix beside the ladder, so the standard-vs-adaptive comparison has a pair.
+    text += "  - name: std-iq2_xxs\n    type: IQ2_XXS\n"
+    (tmp_path / "variants.yaml").write_text(text + f"build:\n  workdir: {tmp_path / 'work'}\n")
+    cfg = load_config(tmp_path / "variants.yaml")
+    manifest, results = _synthetic_manifest(cfg, ROOT_BPW, 27_000_000_000)
+    WorkDir(cfg.workdir).root.mkdir(parents=True)
+    (tmp_path / "work" / "manifest.json").write_text(json.dumps({"version": 1, "outputs": manifest}))
+    card = render_card(cfg, upstream_path=FIXTURES / "gated-upstream.md", results=results)
+    assert sections(card.text) == ["How these files were made", "Layer-adaptive low-bit files",
+                                   "Quality and size of every file", "Choosing a file", "Files",
+                                   "Running the files", "Original model card"]
+    guide = card.text.split("## Choosing a file")[1].split("\n## ")[0]
+    assert {line.split("|")[1].strip("* ") for line in guide.splitlines() if line.startswith("| **")} == \
+        {v.type for v in cfg.variants}
+    adaptive = card.text.split("## Layer-adaptive")[1].split("\n## ")[0]
+    assert adaptive.count("**`medgemma-27b-text-it-iq") == 5
+    pairs = [line for line in adaptive.splitlines() if line.startswith("| IQ")]
+    assert [p.split("|")[1].strip() for p in pairs] == ["IQ2_XXS"]  # the one type with a standard mix too
+    assert len(card.files_named) == len(cfg.variants) + 1
+    if os.environ.get("HUBBOT_KEEP_ROOT_CARD"):
+        Path(os.environ["HUBBOT_KEEP_ROOT_CARD"]).write_text(card.text)
