@@ -26,13 +26,13 @@ import numpy as np
 from . import recipes
 from .errors import BuildError
 
-# Dry run:  "[ 12/ 236] blk.0.attn_q.weight - [ 640, 1024, 1, 1], type = bf16, size = 1.25 MiB -> 0.43 MiB (q5_0)"
-# Real run: "[ 12/ 236] blk.0.attn_q.weight - [ 640, 1024, 1, 1], type = bf16, converting to q5_0 .. size = ..."
-# Copied:   "[ 13/ 236] blk.0.attn_norm.weight - [ 640, 1, 1, 1], type = f32, size = 0.002 MiB"
-_TENSOR_LINE = re.compile(
-    r"^\[\s*(\d+)/\s*(\d+)\]\s+(\S+)\s+-\s+\[[^\]]*\],\s+type\s+=\s+(\w+),"
-    r"(?:\s+converting to (\w+)|[^(]*\((\w+)\)\s*$)?"
-)
+# One record per tensor, possibly over several log lines (with an imatrix, llama.cpp logs a
+# "did not find weights for ..." line between the head and the conversion):
+#   "[ 12/ 236] blk.0.attn_q.weight - [ 640, 1024, 1, 1], type = bf16, converting to q5_0 .. size = ..."
+#   "[ 12/ 236] blk.0.attn_q.weight - [ 640, 1024, 1, 1], type = bf16, size = 1.25 MiB -> 0.43 MiB (q5_0)"  (dry run)
+#   "[ 13/ 236] blk.0.attn_norm.weight - [ 640, 1, 1, 1], type = f32, size = 0.002 MiB"  (copied as is)
+_TENSOR_HEAD = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]\s+(\S+)\s+-\s+\[[^\]]*\],\s+type\s+=\s+(\w+),")
+_CONVERTED = re.compile(r"converting to (\w+)|MiB\s+\((\w+)\)\s*$")
 # "warning: blk.0.attn_k.weight - ncols 640 not divisible by 256 (required for type q4_K) -> falling back to q5_0"
 _FALLBACK_LINE = re.compile(r"^warning:\s+(\S+)\s+-.*required for type\s+(\w+)\)\s+->\s+falling back to\s+(\w+)")
 _ERROR_HINTS = ("error", "failed", "missing importance matrix", "exception", "assert", "abort")
@@ -248,14 +248,15 @@ def quantize(
                 report.log.append(line)
                 if m := _FALLBACK_LINE.match(line):
                     fallbacks[m.group(1)] = _canon_type(m.group(2))
-                elif m := _TENSOR_LINE.match(line):
-                    name, src_type = m.group(3), _canon_type(m.group(4))
-                    new = m.group(5) or m.group(6)
-                    new_type = _canon_type(new) if new else src_type
-                    report.tensors.append(TensorResult(name, src_type, new_type, fallbacks.get(name)))
+                    continue
+                if m := _TENSOR_HEAD.match(line):
+                    src_type = _canon_type(m.group(4))
+                    report.tensors.append(TensorResult(m.group(3), src_type, src_type, fallbacks.get(m.group(3))))
                     if progress is not None:
                         progress.total = int(m.group(2))
                         progress.update(1)
+                if report.tensors and (c := _CONVERTED.search(line)):
+                    report.tensors[-1].type = _canon_type(c.group(1) or c.group(2))
         proc.join()
         report.seconds = time.perf_counter() - start
         if proc.exitcode != 0 or rc is None:

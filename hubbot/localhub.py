@@ -108,18 +108,23 @@ class LocalHub:
         self.port = self._srv.server_address[1]
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._thread: threading.Thread | None = None
+        self._serving = False
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self) -> LocalHub:
+        self._serving = True
         self._thread = threading.Thread(target=self._srv.serve_forever, name="localhub", daemon=True)
         self._thread.start()
         return self
 
     def serve_forever(self) -> None:
+        self._serving = True
         self._srv.serve_forever()
 
     def close(self) -> None:
-        self._srv.shutdown()
+        # shutdown() waits for serve_forever to return: only call it when the server runs.
+        if self._serving or self._thread is not None:
+            self._srv.shutdown()
         self._srv.server_close()
 
     def __enter__(self) -> LocalHub:

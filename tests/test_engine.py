@@ -48,13 +48,19 @@ def test_tensor_data_is_byte_identical_to_the_raw_binding(tmp_path, gemma_bf16, 
 
 
 @pytest.mark.slow
-def test_dry_run_predicts_the_built_types(tmp_path, gemma_bf16):
+@pytest.mark.parametrize("with_imatrix", [False, True])
+def test_dry_run_predicts_the_built_types(tmp_path, gemma_bf16, with_imatrix):
+    from hubbot.plan import placeholder_imatrix
+
+    # With an imatrix llama.cpp logs a tensor's record over several lines: both must parse.
+    imatrix = placeholder_imatrix(read_info(gemma_bf16)) if with_imatrix else None
     spec = QuantizeSpec("Q4_K_M", output_type="Q8_0", embeddings_type="Q8_0", threads=2)
-    dry = quantize(gemma_bf16, tmp_path / "never.gguf", spec, dry_run=True)
+    dry = quantize(gemma_bf16, tmp_path / "never.gguf", spec, imatrix, dry_run=True)
     assert not (tmp_path / "never.gguf").exists()
-    quantize(gemma_bf16, tmp_path / "real.gguf", spec)
+    real = quantize(gemma_bf16, tmp_path / "real.gguf", spec, imatrix)
     built = read_info(tmp_path / "real.gguf").tensor_types()
     assert {t.name: t.type for t in dry.tensors} == built
+    assert {t.name: t.type for t in real.tensors} == built
     assert built["token_embd.weight"] == "Q8_0"
     # The 90 shape fallbacks of this model are reported, with the wanted and the actual type.
     assert len(dry.fallbacks) == 90

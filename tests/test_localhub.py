@@ -132,3 +132,14 @@ def test_faults_are_injected_and_spent(local_hub):
     assert local_hub.read_file(f"{USER}/m", "big.gguf") == data
     assert local_hub.requests["lfs-upload"] == 2
     assert local_hub.bytes_received == 50_000 + len(data)
+
+
+def test_a_server_never_started_closes_at_once(tmp_path):
+    from hubbot.localhub import LocalHub
+
+    hub = LocalHub(tmp_path / "store")
+    hub.create_repo("someone/r", private=True)
+    again = LocalHub(tmp_path / "store")
+    assert again.load_repo("someone/r")["private"] is True
+    again.close()
+    hub.close()  # would block forever if it waited for a serve loop that never ran
