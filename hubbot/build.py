@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from .errors import ConfigError, ImatrixError
 from .plan import ImatrixRef, VariantPlan, check_rules, plan_variant
 from .progress import bar
 from .source import ResolvedSource, resolve_source
-from .workdir import WorkDir, check_free_space, sha256_file
+from .workdir import WorkDir, check_free_space, sha256_file, temp_path
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +91,7 @@ def quantize_variant(p: VariantPlan, source: ResolvedSource, work: WorkDir) -> t
     # The output is at most the source's size for every type but F32, which doubles 16-bit weights.
     needed = source.path.stat().st_size * (2 if p.variant.type == "F32" else 1)
     check_free_space(work.out, needed, f"building {p.file_name}")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=work.out)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = temp_path(final)
     try:
         with bar(None, f"quantize {p.variant.name}", unit="tensor") as pbar:
             report = quantize(source.path, tmp, p.spec, p.imatrix.values if p.imatrix else None, progress=pbar)

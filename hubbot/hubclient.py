@@ -146,18 +146,20 @@ def retry_delay(exc: BaseException, attempt: int) -> float:
 
 
 def with_retries(fn: Callable[[], T], what: str, *, attempts: int | None = None,
-                 on_retry: Callable[[BaseException], None] | None = None) -> T:
+                 on_retry: Callable[[BaseException], None] | None = None,
+                 also_retry: frozenset[int] = frozenset()) -> T:
     """Call ``fn`` until it succeeds or fails for good; retryable failures wait and try again.
 
     ``on_retry`` runs before each new attempt (publish uses it to re-read the remote state, so a
-    commit whose answer was lost is never made twice). The last failure propagates unchanged.
+    commit whose answer was lost is never made twice). ``also_retry`` adds HTTP statuses that are
+    worth another attempt for this call only. The last failure propagates unchanged.
     """
     total = attempts or RETRY_ATTEMPTS
     for attempt in range(1, total + 1):
         try:
             return fn()
         except Exception as exc:
-            if attempt >= total or not is_retryable(exc):
+            if attempt >= total or not (is_retryable(exc) or _status(_root(exc)) in also_retry):
                 raise
             delay = retry_delay(exc, attempt)
             status = _status(_root(exc))

@@ -304,7 +304,9 @@ def _commit(ctx: PushContext, local: list[LocalFile], deletes: list[str], messag
         return attempt()
 
     with ctx.hub(f"committing to {ctx.repo}"):
-        return with_retries(attempt_or_landed, f"commit '{message}'", on_retry=refresh)
+        # 412: another publish (a parallel CI job) committed since we read the head; refresh
+        # re-reads it and recomputes the operations, so files it already added are skipped.
+        return with_retries(attempt_or_landed, f"commit '{message}'", on_retry=refresh, also_retry=frozenset({412}))
 
 
 def _pr_refs(ctx: PushContext) -> set[str]:

@@ -146,10 +146,11 @@ def resolve_source(cfg: Config, cache: Path, *, fetch: bool = True) -> ResolvedS
 
         folder = cfg.resolve_path(src.path)
         path = convert_local(folder, src, cfg, cache)
-        kind, origin = "local-safetensors", f"{folder} (converted to {src.dtype.upper()})"
+        # Origins end up on the public card: name files, never the local folders they sit in.
+        kind, origin = "local-safetensors", f"local checkpoint {folder.name} (converted to {src.dtype.upper()})"
     elif src.path:
         path = cfg.resolve_path(src.path)
-        kind, origin = "local", str(path)
+        kind, origin = "local", f"local file {path.name}"
     elif src.python_package:
         path = _package_gguf(src.python_package, cache)
         kind, origin = "package", f"python package {src.python_package}"

@@ -26,6 +26,25 @@ from .errors import DiskSpaceError, HubbotError
 _HASH_BLOCK = 16 * 1024 * 1024
 
 
+def _file_mode() -> int:
+    # mkstemp creates 0600 files; finished outputs get the mode a plain open() would give them.
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _file_mode()
+
+
+def temp_path(final: Path) -> Path:
+    """A fresh temporary file next to ``final`` (same file system, so the rename is atomic)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
+    os.fchmod(fd, FILE_MODE)
+    os.close(fd)
+    return Path(tmp)
+
+
 def sha256_file(path: Path, progress=None) -> str:
     """Hex sha256 of a file, read in large blocks (optionally advancing a byte progress bar)."""
     digest = hashlib.sha256()
@@ -51,11 +70,7 @@ def canonical_json(data: Any) -> str:
 @contextlib.contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary path next to ``final``; rename it into place only on success."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = temp_path(Path(final))
     try:
         yield tmp_path
         os.replace(tmp_path, final)

@@ -61,22 +61,3 @@ def tiny_ladder_yaml(source: Path, repo: str = f"{USER}/tiny-GGUF", variants: st
         "card:\n  model_name: tiny\n"
         f"variants:\n{variants}"
     )
-
-
-def source_alias(src: Path, folder: Path) -> Path:
-    """``src`` under a name without '.gguf' (a hard link, or a copy across file systems).
-
-    Workaround: the card prints a local source's path, and its check that every '*.gguf' it names
-    is published then refuses the card. Reported to the card's owner; remove when fixed.
-    """
-    import os
-    import shutil
-
-    folder.mkdir(parents=True, exist_ok=True)
-    alias = folder / (src.name.removesuffix(".gguf") + "-source")
-    if not alias.exists():
-        try:
-            os.link(src, alias)
-        except OSError:
-            shutil.copyfile(src, alias)
-    return alias

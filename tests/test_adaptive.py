@@ -119,9 +119,9 @@ def test_adaptive_iq2_xxs_builds_and_beats_the_standard_mix(gemma_bf16, calibrat
 
     import multiprocessing as mp
 
-    # In a child process: llama.cpp's OpenMP threads in the pytest process would deadlock the
+    # In a fresh child process: llama.cpp's OpenMP threads in the pytest process would deadlock the
     # forked quantizer of every later test.
-    with mp.get_context("fork").Pool(1) as pool:
+    with mp.get_context("spawn").Pool(1) as pool:
         p_std, p_dyn = pool.starmap(bench_adaptive.perplexity, [(std, evaluation_text, 512, 3, 2),
                                                                (dyn, evaluation_text, 512, 3, 2)])
     assert np.isfinite(p_std) and np.isfinite(p_dyn)

@@ -26,7 +26,6 @@ from hubfixtures import (  # noqa: F401
     WRITE_TOKEN,
     fast_retries,
     local_hub,
-    source_alias,
     tiny_ladder_yaml,
 )
 from huggingface_hub import HfApi, hf_hub_download
@@ -40,7 +39,7 @@ REPO = f"{USER}/tiny-GGUF"
 
 
 def project(tmp_path: Path, source: Path, **kw) -> Path:
-    return write_config(tmp_path / "proj", tiny_ladder_yaml(source_alias(source, tmp_path / "src"), **kw))
+    return write_config(tmp_path / "proj", tiny_ladder_yaml(source, **kw))
 
 
 def run(cfg_path: Path, hub, **kw) -> dict:
@@ -157,7 +156,7 @@ def test_revision_branch_and_tag(local_hub, tmp_path, tiny_gguf):
 
 
 def test_gating_from_config_and_inherited_from_upstream(local_hub, tmp_path, tiny_gguf):
-    cfg = write_config(tmp_path / "a", tiny_ladder_yaml(source_alias(tiny_gguf, tmp_path / "src")).replace("gated: false", "gated: manual"))
+    cfg = write_config(tmp_path / "a", tiny_ladder_yaml(tiny_gguf).replace("gated: false", "gated: manual"))
     run(cfg, local_hub)
     api = HfApi(endpoint=local_hub.endpoint, token=WRITE_TOKEN)
     assert api.model_info(REPO).gated == "manual"
@@ -165,11 +164,11 @@ def test_gating_from_config_and_inherited_from_upstream(local_hub, tmp_path, tin
     run(cfg, local_hub)
     assert local_hub.requests["settings"] == settings  # already gated: no settings call
     local_hub.create_repo("upstream-org/base", gated="auto")
-    text = tiny_ladder_yaml(source_alias(tiny_gguf, tmp_path / "src"), repo=f"{USER}/inherit-GGUF").replace("gated: false", "gated: inherit")
+    text = tiny_ladder_yaml(tiny_gguf, repo=f"{USER}/inherit-GGUF").replace("gated: false", "gated: inherit")
     text = text.replace("source:\n", "source:\n  base_model: upstream-org/base\n")
     run(write_config(tmp_path / "b", text), local_hub)
     assert api.model_info(f"{USER}/inherit-GGUF").gated == "auto"
-    plain = tiny_ladder_yaml(source_alias(tiny_gguf, tmp_path / "src"), repo=f"{USER}/open-GGUF").replace("gated: false", "gated: inherit")
+    plain = tiny_ladder_yaml(tiny_gguf, repo=f"{USER}/open-GGUF").replace("gated: false", "gated: inherit")
     run(write_config(tmp_path / "c", plain), local_hub)
     assert not api.model_info(f"{USER}/open-GGUF").gated
 
@@ -205,6 +204,7 @@ RATE_LIMIT = {"RateLimit": '"api";r=0;t=2', "RateLimit-Policy": '"fixed window";
     ("commit", {"status": 429, "headers": {"Retry-After": "3"}}),
     ("commit", {"delay": 1.5}),
     ("commit", {"lose_response": True}),
+    ("commit", {"status": 412}),  # a parallel publish moved the head first
     ("create", {"status": 502}),
     ("create", {"status": 429, "headers": RATE_LIMIT}),
     ("validate-yaml", {"status": 500}),
@@ -373,7 +373,7 @@ variants:
 @pytest.mark.slow
 def test_gemma_270m_ladder_first_unchanged_and_sharded(local_hub, tmp_path, gemma_bf16):
     repo = f"{USER}/gemma-3-270m-GGUF"
-    cfg = write_config(tmp_path / "gemma", GEMMA_LADDER.format(src=source_alias(gemma_bf16, tmp_path / "src"), repo=repo, shard="250MB"))
+    cfg = write_config(tmp_path / "gemma", GEMMA_LADDER.format(src=gemma_bf16, repo=repo, shard="250MB"))
     first = run(cfg, local_hub)
     shards = sorted(n for n in first["added"] if n.startswith("gemma-3-270m-q8_0-"))
     assert len(shards) >= 2 and "gemma-3-270m-q4_0.gguf" in first["added"]  # Q4_0 (241 MB) stays whole

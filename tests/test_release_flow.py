@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hubfixtures import USER, WRITE_TOKEN, local_hub, source_alias  # noqa: F401
+from hubfixtures import USER, WRITE_TOKEN, local_hub  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +77,7 @@ def new_job(root: Path, name: str, yaml_text: str) -> Path:
 
 def test_matrix_release_equals_single_machine_publish(tmp_path, local_hub, gemma_bf16, calibration_text,  # noqa: F811
                                                       evaluation_text):
-    source = source_alias(gemma_bf16, tmp_path / "src")
+    source = gemma_bf16
     env = {**os.environ, "HF_ENDPOINT": local_hub.endpoint, "HF_TOKEN": WRITE_TOKEN, "HF_HUB_DISABLE_XET": "1"}
     matrix_yaml = ladder_yaml(source, calibration_text, evaluation_text, MATRIX_REPO)
     artifacts = tmp_path / "artifacts"
