@@ -27,9 +27,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hubbot.build import build  # noqa: E402
-from hubbot.config import load_config  # noqa: E402
-from hubbot.ggufinfo import read_info  # noqa: E402
+from hubbot.build import build
+from hubbot.config import load_config
+from hubbot.ggufinfo import read_info
 
 TYPES = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S")
 DATA = REPO / "examples" / "data"

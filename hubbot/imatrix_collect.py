@@ -23,9 +23,9 @@ import logging
 import multiprocessing as mp
 import os
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -152,7 +152,7 @@ class Collector:
             self._last_seen = name
             # Returning False ends this graph's computation: nothing after the last block is needed.
             return not (not self._learning and name == self.final_weight)
-        except BaseException as exc:  # never let an exception unwind through C
+        except BaseException as exc:  # noqa: BLE001  (never let an exception unwind through C)
             self.error = exc
             return False
 
@@ -339,7 +339,7 @@ def _child(conn, model, text, settings, dataset) -> None:
         conn.send(("done", data))
     except ImatrixError as exc:
         conn.send(("error", str(exc)))
-    except BaseException:
+    except BaseException:  # noqa: BLE001  (report any failure to the parent, then exit)
         conn.send(("crash", traceback.format_exc(limit=4)))
     conn.close()
     os._exit(0)

@@ -78,8 +78,8 @@ def read_imatrix(path: Path) -> ImatrixData:
 
 
 def read_gguf(path: Path) -> ImatrixData:
-    from .ggufinfo import open_reader
     from .errors import SourceError
+    from .ggufinfo import open_reader
 
     try:
         reader = open_reader(path)

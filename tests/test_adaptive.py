@@ -8,14 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO_ROOT, write_config
 
 from hubbot import recipes
 from hubbot.build import build
 from hubbot.config import load_config
 from hubbot.ggufinfo import read_info
 from hubbot.planview import plan_project, render_plan
-
-from conftest import REPO_ROOT, write_config
 
 DYNAMIC = sorted(recipes.BUILTIN_RECIPES)
 
@@ -50,7 +49,7 @@ def test_builtin_recipes_are_position_rules(name):
     for n_blocks in (18, 62):
         overrides = recipes.compile_layer_rules(rules, n_blocks)
 
-        def chosen(block: int, role: str) -> str | None:
+        def chosen(block: int, role: str, overrides=overrides) -> str | None:
             import re
 
             name = f"blk.{block}.{role}.weight"
@@ -115,9 +114,9 @@ def test_adaptive_iq2_xxs_builds_and_beats_the_standard_mix(gemma_bf16, calibrat
     assert dyn.stat().st_size <= 1.10 * std.stat().st_size
 
     sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-    import bench_adaptive
-
     import multiprocessing as mp
+
+    import bench_adaptive
 
     # In a fresh child process: llama.cpp's OpenMP threads in the pytest process would deadlock the
     # forked quantizer of every later test.
