@@ -2,4 +2,6 @@
 
 from hubbot.cli import main
 
-main()
+# Guarded: worker processes (fork server, spawn) import the main module again.
+if __name__ == "__main__":
+    main()

@@ -1,8 +1,10 @@
 """The embedded quantizer: llama.cpp's ``llama_model_quantize`` through llama-cpp-python.
 
-Each call runs in a forked child process. llama.cpp reports most failures as a return code,
-but ``GGML_ASSERT`` aborts the whole process; in a child that abort becomes a one-line
-``BuildError`` instead of killing hubbot. The child streams llama.cpp's log lines back,
+Each call runs in a child process. llama.cpp reports most failures as a return code, but
+``GGML_ASSERT`` aborts the whole process; in a child that abort becomes a one-line
+``BuildError`` instead of killing hubbot. Children come from a fork server (a clean process
+started once): a plain ``fork`` of a process that has already run ggml's OpenMP threads (a
+benchmark, say) deadlocks when the quantizer initialises the IQ grids with ``omp parallel``. The child streams llama.cpp's log lines back,
 which gives the per-tensor progress bar and, for dry runs, the exact type of every tensor
 after llama.cpp's own mixing rules and shape fallbacks.
 """
@@ -180,11 +182,16 @@ def build_params(spec: QuantizeSpec, imatrix: Mapping[str, np.ndarray] | None, d
     return params, keep
 
 
-def _child(source: str, output: str, params, conn, err_path: str) -> None:
+def _child(source: str, output: str, spec: QuantizeSpec, imatrix, dry_run: bool, conn, err_path: str) -> None:
     # llama.cpp and ggml print asserts straight to fd 2: keep them for the parent's message.
+    # ggml_abort would also run gdb for a backtrace (on fd 1): not wanted here.
     fd = os.open(err_path, os.O_WRONLY | os.O_TRUNC)
     os.dup2(fd, 2)
+    os.dup2(fd, 1)
+    os.environ["GGML_NO_BACKTRACE"] = "1"
     import llama_cpp
+
+    params, keep = build_params(spec, imatrix, dry_run)
 
     pending = [""]
 
@@ -201,7 +208,16 @@ def _child(source: str, output: str, params, conn, err_path: str) -> None:
         conn.send(("log", [pending[0]]))
     conn.send(("rc", int(rc)))
     conn.close()
+    del keep
     os._exit(0)
+
+
+@functools.lru_cache(maxsize=1)
+def _context():
+    ctx = mp.get_context("forkserver")
+    # The server imports the engine once; each quantization is then a cheap fork of it.
+    ctx.set_forkserver_preload(["llama_cpp", "numpy", "hubbot.engine"])
+    return ctx
 
 
 def _error_summary(lines: list[str]) -> str:
@@ -221,10 +237,10 @@ def quantize(
     ``output`` is written as given: callers pass a temporary path and rename it on success.
     Raises BuildError with llama.cpp's own reason when the quantizer fails or aborts.
     """
-    # Built here, not in the child, so bad input is a clean error before anything runs; the
-    # forked child sees the same memory, so nothing is copied or pickled.
-    params, keep = build_params(spec, imatrix, dry_run)
-    ctx = mp.get_context("fork")
+    # Built here once to turn bad input into a clean error before any process starts; the child
+    # builds its own copy from the same (pickled) spec and imatrix.
+    _, keep = build_params(spec, imatrix, dry_run)
+    ctx = _context()
     recv, send = ctx.Pipe(duplex=False)
     err = tempfile.NamedTemporaryFile(prefix="hubbot-quantize-", suffix=".log", delete=False)
     err.close()
@@ -232,7 +248,7 @@ def quantize(
     fallbacks: dict[str, str] = {}
     rc: int | None = None
     start = time.perf_counter()
-    proc = ctx.Process(target=_child, args=(str(source), str(output), params, send, err.name), daemon=True)
+    proc = ctx.Process(target=_child, args=(str(source), str(output), spec, dict(imatrix) if imatrix else None, dry_run, send, err.name), daemon=True)
     try:
         proc.start()
         send.close()

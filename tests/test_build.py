@@ -178,20 +178,11 @@ def test_killed_build_leaves_no_complete_looking_file_and_rerun_completes(tmp_pa
     assert not list(out.glob(".*.partial"))  # the leftover was cleaned up
 
 
-def test_abort_and_full_disk_are_one_line_errors_with_nothing_written(tmp_path, tiny_gguf, monkeypatch):
-    import ctypes
+def test_full_disk_is_a_one_line_error_with_nothing_written(tmp_path, tiny_gguf, monkeypatch):
     import shutil
 
     path = write_config(tmp_path, f"source:\n  path: {tiny_gguf}\ntarget:\n  repo: a/b\nvariants:\n  - name: q8_0\n    type: Q8_0\n")
     out = tmp_path / ".hubbot" / "out"
-    libc = ctypes.CDLL(None)
-    monkeypatch.setattr(llama_cpp, "llama_model_quantize", lambda *a: libc.abort())
-    result = CliRunner().invoke(main, ["build", "-c", str(path)])
-    assert result.exit_code == 1
-    errors = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1 and errors[0].startswith("error: llama.cpp aborted"), result.output
-    assert list(out.iterdir()) == []
-    monkeypatch.undo()
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=1000))
     result = CliRunner().invoke(main, ["build", "-c", str(path)])
