@@ -302,3 +302,29 @@ def read_safetensors_header(path: Path) -> dict:
             return json.loads(fh.read(n))
     except (OSError, ValueError, struct.error) as exc:
         raise SourceError(f"{path.name} is not a readable safetensors file ({exc}); delete it and download again") from None
+
+
+def fetch_upstream_card(repo: str, revision: str | None, target: Path, cfg: Config | None) -> Path | None:
+    """Copy ``repo``'s README.md (at ``revision``) to ``target`` for the card; None when it has none.
+
+    The card keeps the upstream licence and gate keys from it, so a Hub source needs no local copy.
+    Pinned revisions that were fetched before cost no request.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    from .workdir import atomic_path
+
+    endpoint = _endpoint(cfg)
+    try:
+        with hub_errors(repo, revision, endpoint, "README.md"):
+            path = Path(hf_hub_download(repo, "README.md", revision=revision or "main", cache_dir=hub_cache_dir(),
+                                        endpoint=endpoint, token=_token()))
+    except SourceError as exc:
+        if isinstance(exc.__cause__, EntryNotFoundError) or "not found" in str(exc).lower():
+            log.info("%s has no README.md; the card will carry no upstream card", repo)
+            return None
+        raise
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(path.read_bytes())
+    return target

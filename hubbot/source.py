@@ -164,6 +164,13 @@ def resolve_source(cfg: Config, cache: Path, *, fetch: bool = True) -> ResolvedS
         repo, kind, origin = src.repo, "hub-safetensors", f"{src.repo} (converted to {src.dtype.upper()})"
     if not path.is_file():
         raise SourceError(f"source {path} not found; check source.path in {cfg.path.name}")
+    if kind.startswith("hub-") and not src.card:
+        # The card copies the upstream licence and gate from the upstream README.
+        from .card_upstream import cache_path
+        from .fetch import fetch_upstream_card
+
+        card_repo = src.base_model or src.repo
+        fetch_upstream_card(card_repo, revision if card_repo == src.repo else None, cache_path(cfg), cfg)
     info = read_info_cached(path, cache)
     if info.block_count <= 0 or not info.tensors:
         raise SourceError(f"{path}: no transformer blocks or tensors found; is this a language model GGUF?")

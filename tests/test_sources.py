@@ -289,7 +289,8 @@ def test_hub_gguf_source_is_pinned_to_the_commit_and_recorded(tmp_path, hub, tin
     cfg, out, entry = _build_one(tmp_path / "a", "  repo: org/tiny-GGUF\n  file: tiny-f16.gguf\n")
     assert entry["source"]["revision"] == sha_new and entry["source"]["repo"] == "org/tiny-GGUF"
     assert read_info(out).metadata["hubbot.source.revision"] == sha_new
-    assert dict(hub.downloads) == {("org/tiny-GGUF", "tiny-f16.gguf"): 1}  # not the README
+    # The GGUF once, and the README for the card's licence and gate keys.
+    assert dict(hub.downloads) == {("org/tiny-GGUF", "tiny-f16.gguf"): 1, ("org/tiny-GGUF", "README.md"): 1}
 
     pinned = f"  repo: org/tiny-GGUF\n  file: tiny-f16.gguf\n  revision: {sha_old}\n"
     cfg = load_config(_project(tmp_path / "b", pinned))
@@ -321,8 +322,12 @@ def test_hub_safetensors_repo_is_fetched_converted_built_and_generates(tmp_path,
     assert res["download_bytes"] == sum((tiny_hf / n).stat().st_size for n in needed)
     assert res["convert"]["cached"] is False and res["convert"]["converter_ready"] is True
     assert f"pinned: org/tiny-llama@main = commit {sha}" in render_plan(data)
-    # Only the converter's files were fetched (no README, no original/ folder), each once.
-    assert sorted(p for _, p in hub.downloads) == needed and set(hub.downloads.values()) == {1}
+    # Only the converter's files and the README (for the card's licence and gate keys) were
+    # fetched, each once; nothing of original/.
+    assert sorted(p for _, p in hub.downloads) == sorted(needed + ["README.md"]) and set(hub.downloads.values()) == {1}
+    from hubbot.card_upstream import cache_path
+
+    assert cache_path(cfg).read_bytes() == b"# tiny"
 
     [result] = build(cfg)
     out = cfg.workdir / "out" / result.file
