@@ -82,8 +82,11 @@ def main() -> None:
     lad = statistics.median(ladder)
     print(f"{'ladder':8} {totals['raw']:9.2f} {lad:11.2f} {lad / totals['raw']:7.3f}   (one build of both vs the two raw calls)")
     me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"peak RSS: this process {me:.0f} MB (includes the raw in-process calls), quantizer children {kids:.0f} MB")
+    import json
+
+    entries = json.loads((cfg.workdir / "manifest.json").read_text())["outputs"].values()
+    kids = max(e.get("peak_rss", 0) for e in entries) / 2**20
+    print(f"peak RSS: this process {me:.0f} MB (includes the raw in-process calls), hubbot's quantizer process {kids:.0f} MB")
 
 
 if __name__ == "__main__":

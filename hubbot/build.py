@@ -81,7 +81,7 @@ def manifest_entry(p: VariantPlan, source: ResolvedSource, sha: str, st: os.stat
         "tensor_types": report.type_counts, "fallbacks": report.fallbacks,
         "n_params": p.n_params,
         "bpw": round(8.0 * st.st_size / max(1, p.n_params), 4),
-        "seconds": round(report.seconds, 3),
+        "seconds": round(report.seconds, 3), "peak_rss": report.peak_rss,
     }
 
 

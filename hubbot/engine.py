@@ -100,6 +100,7 @@ class TensorResult:
 class QuantizeReport:
     tensors: list[TensorResult] = field(default_factory=list)
     seconds: float = 0.0
+    peak_rss: int = 0  # bytes, of the quantizer's process
     log: list[str] = field(default_factory=list)
 
     @property
@@ -206,6 +207,9 @@ def _child(source: str, output: str, spec: QuantizeSpec, imatrix, dry_run: bool,
     rc = llama_cpp.llama_model_quantize(source.encode(), output.encode(), ctypes.byref(params))
     if pending[0]:
         conn.send(("log", [pending[0]]))
+    import resource
+
+    conn.send(("rss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
     conn.send(("rc", int(rc)))
     conn.close()
     del keep
@@ -259,6 +263,9 @@ def quantize(
                 break
             if kind == "rc":
                 rc = payload
+                continue
+            if kind == "rss":
+                report.peak_rss = payload
                 continue
             for line in payload:
                 report.log.append(line)
