@@ -19,7 +19,7 @@ import numpy as np
 
 from .config import Config, SourceConfig
 from .errors import SourceError
-from .ggufinfo import GGUFInfo, open_reader, read_info, read_info_cached
+from .ggufinfo import GGUFInfo, open_reader, read_info_cached
 from .workdir import atomic_path, check_free_space, sha256_file, write_json_atomic
 
 log = logging.getLogger(__name__)
