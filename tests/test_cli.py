@@ -78,3 +78,25 @@ def test_version_and_unknown_command():
     assert runner.invoke(main, ["--version"]).output.startswith("hubbot, version ")
     result = runner.invoke(main, ["frobnicate"])
     assert result.exit_code == 2
+
+
+def test_inspect_shows_metadata_and_tensor_types(tiny_gguf, tmp_path):
+    import json
+
+    from hubbot.engine import QuantizeSpec, quantize
+
+    out = tmp_path / "tiny-q4_0.gguf"
+    quantize(tiny_gguf, out, QuantizeSpec("Q4_0", metadata=(("general.quantized_by", "inspector"),)))
+    runner = CliRunner()
+    result = runner.invoke(main, ["inspect", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["architecture"] == "llama" and data["block_count"] == 4
+    assert data["tensor_types"]["Q4_0"] > 0 and data["metadata"]["general.quantized_by"] == "inspector"
+    assert "tokenizer.ggml.tokens" not in data["metadata"]
+    text = runner.invoke(main, ["inspect", str(out)]).output
+    assert "llama, 4 blocks" in text and "Q4_0" in text
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a gguf at all")
+    result = runner.invoke(main, ["inspect", str(bad)])
+    assert result.exit_code == 1 and result.output.startswith("error: ") and result.output.count("\n") == 1
