@@ -27,9 +27,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hubbot.build import build
+from hubbot.build.run import build
 from hubbot.config import load_config
-from hubbot.ggufinfo import read_info
+from hubbot.gguf_io.info import read_info
 
 TYPES = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S")
 DATA = REPO / "examples" / "data"
@@ -38,14 +38,14 @@ DATA = REPO / "examples" / "data"
 def perplexity(model: Path, text: Path, ctx: int, chunks: int | None, threads: int) -> float:
     """PPL through the benchmarking module (hubbot.bench); never a second implementation."""
     try:
-        from hubbot.bench import perplexity as bench_ppl  # the public API once it lands
+        from hubbot.bench.run import perplexity as bench_ppl  # the public API once it lands
     except ImportError:
         bench_ppl = None
     if bench_ppl is not None:
         result = bench_ppl(model, text, ctx=ctx, chunks=chunks, threads=threads)
         return float(result["ppl"] if isinstance(result, dict) else getattr(result, "ppl", result))
-    from hubbot.bench_llama import LlamaModel
-    from hubbot.bench_quality import chunk_count, evaluate
+    from hubbot.bench.quality import chunk_count, evaluate
+    from hubbot.llama.session import LlamaModel
 
     with LlamaModel(model) as m:
         tokens = m.tokenize(text.read_bytes())
@@ -101,9 +101,9 @@ def estimate_27b(types: list[str], workdir: Path) -> list[dict]:
     import gguf
     import numpy as np
 
-    from hubbot import recipes
-    from hubbot.engine import QuantizeSpec, quantize
-    from hubbot.tinymodel import write_tiny_gguf
+    from hubbot.config import recipes
+    from hubbot.llama.quantize import QuantizeSpec, quantize
+    from hubbot.testing.tinymodel import write_tiny_gguf
 
     proxy = workdir / "proxy-62-blocks.gguf"
     if not proxy.is_file():

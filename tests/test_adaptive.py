@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, write_config
+from support.configs import write_config
+from support.paths import REPO_ROOT
 
-from hubbot import recipes
-from hubbot.build import build
-from hubbot.config import load_config
-from hubbot.ggufinfo import read_info
-from hubbot.planview import plan_project, render_plan
+from hubbot.build.plan import plan_project, render_plan
+from hubbot.build.run import build
+from hubbot.config import load_config, recipes
+from hubbot.gguf_io.info import read_info
 
 DYNAMIC = sorted(recipes.BUILTIN_RECIPES)
 

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import write_config
-from llamacpp_tools import llama_tool
+from support.configs import write_config
+from support.llamacpp_tools import llama_tool
 
-import hubbot.bench as bench_mod
-import hubbot.bench_quality as quality_mod
-from hubbot.bench import load_results, run_bench
-from hubbot.bench_text import shared_fraction
-from hubbot.build import build
+import hubbot.bench.quality as quality_mod
+import hubbot.bench.run as bench_mod
+from hubbot.bench.run import load_results, run_bench
+from hubbot.bench.text import shared_fraction
+from hubbot.build.run import build
 from hubbot.cli import main
 from hubbot.config import load_config
 from hubbot.errors import BenchError
@@ -265,7 +265,7 @@ def test_overlap_with_calibration_warns(tmp_path, tiny_gguf, evaluation_text, ca
         cfg = load_config(write_config(folder, yaml))
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="hubbot"):
-            from hubbot.bench_text import load_eval_text
+            from hubbot.bench.text import load_eval_text
 
             load_eval_text(cfg)
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

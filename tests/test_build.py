@@ -14,14 +14,13 @@ from pathlib import Path
 import llama_cpp
 import pytest
 from click.testing import CliRunner
+from support.configs import write_config
 
-import hubbot.build as build_mod
-from hubbot.build import build
+import hubbot.build.run as build_mod
+from hubbot.build.run import build
 from hubbot.cli import main
 from hubbot.config import load_config
-from hubbot.ggufinfo import read_info
-
-from conftest import write_config
+from hubbot.gguf_io.info import read_info
 
 LADDER = """\
 source:

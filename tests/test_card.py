@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import DATA_DIR, EXAMPLE_DIR, REPO_ROOT
 from huggingface_hub import ModelCard
+from support.paths import DATA_DIR, EXAMPLE_DIR, REPO_ROOT
 
-from hubbot.card import UPSTREAM_END, UPSTREAM_START, render_card, write_card
-from hubbot.card_html import card_html
-from hubbot.card_upstream import split_front_matter
+from hubbot.card.html import card_html
+from hubbot.card.render import UPSTREAM_END, UPSTREAM_START, render_card, write_card
+from hubbot.card.upstream import split_front_matter
 from hubbot.cli import main
 from hubbot.config import load_config
 from hubbot.errors import CardError
@@ -331,8 +331,8 @@ def test_html_preview_renders_in_headless_chromium(project, tmp_path):
 
 @pytest.mark.slow
 def test_card_for_the_real_example_from_a_real_build(tmp_path):
-    from hubbot.bench import run_bench
-    from hubbot.build import build
+    from hubbot.bench.run import run_bench
+    from hubbot.build.run import build
 
     text = (EXAMPLE_DIR / "variants.yaml").read_text().replace("../data/", f"{DATA_DIR}/")
     (tmp_path / "variants.yaml").write_text(text + f"build:\n  workdir: {tmp_path / 'work'}\n  threads: 2\n")

@@ -8,10 +8,9 @@ import shlex
 import click
 import pytest
 from click.testing import CliRunner
+from support.paths import REPO_ROOT
 
 from hubbot.cli import main
-
-from conftest import REPO_ROOT
 
 
 def all_commands():
@@ -83,7 +82,7 @@ def test_version_and_unknown_command():
 def test_inspect_shows_metadata_and_tensor_types(tiny_gguf, tmp_path):
     import json
 
-    from hubbot.engine import QuantizeSpec, quantize
+    from hubbot.llama.quantize import QuantizeSpec, quantize
 
     out = tmp_path / "tiny-q4_0.gguf"
     quantize(tiny_gguf, out, QuantizeSpec("Q4_0", metadata=(("general.quantized_by", "inspector"),)))

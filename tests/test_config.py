@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from support.configs import write_config
+from support.paths import REPO_ROOT
 
 from hubbot.cli import main
 from hubbot.config import load_config
 from hubbot.errors import ConfigError
-
-from conftest import REPO_ROOT, write_config
 
 GOOD = """\
 source:
@@ -106,7 +106,7 @@ def test_missing_and_corrupt_source(tmp_path, good_config):
 
 
 def test_quantized_source_refused_unless_allowed(tmp_path, tiny_gguf):
-    from hubbot.engine import QuantizeSpec, quantize
+    from hubbot.llama.quantize import QuantizeSpec, quantize
 
     q = tmp_path / "tiny-q8.gguf"
     quantize(tiny_gguf, q, QuantizeSpec("Q8_0"))

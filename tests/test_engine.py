@@ -9,10 +9,11 @@ import llama_cpp
 import numpy as np
 import pytest
 
-from hubbot import recipes
-from hubbot.engine import QuantizeSpec, engine_version, quantize
+from hubbot.config import recipes
 from hubbot.errors import BuildError
-from hubbot.ggufinfo import open_reader, read_info
+from hubbot.gguf_io.info import open_reader, read_info
+from hubbot.llama.quantize import QuantizeSpec, quantize
+from hubbot.llama.version import engine_version
 
 
 def raw_quantize(src, dst, ftype: str, nthread: int = 2) -> None:
@@ -50,7 +51,7 @@ def test_tensor_data_is_byte_identical_to_the_raw_binding(tmp_path, gemma_bf16, 
 @pytest.mark.slow
 @pytest.mark.parametrize("with_imatrix", [False, True])
 def test_dry_run_predicts_the_built_types(tmp_path, gemma_bf16, with_imatrix):
-    from hubbot.plan import placeholder_imatrix
+    from hubbot.build.spec import placeholder_imatrix
 
     # With an imatrix llama.cpp logs a tensor's record over several lines: both must parse.
     imatrix = placeholder_imatrix(read_info(gemma_bf16)) if with_imatrix else None
@@ -102,7 +103,7 @@ def test_an_abort_inside_the_c_library_becomes_an_error(tmp_path):
     A real abort: an explicit embedding type whose 256-wide blocks do not divide the 320-wide rows
     (hubbot's own recipes fit such types first; the raw engine call does not).
     """
-    from hubbot.tinymodel import write_tiny_gguf
+    from hubbot.testing.tinymodel import write_tiny_gguf
 
     src = write_tiny_gguf(tmp_path / "tiny320.gguf", n_embd=320, n_ff=640)
     with pytest.raises(BuildError) as err:
@@ -124,9 +125,9 @@ def test_quantizing_after_in_process_inference_does_not_hang(tmp_path, tiny_gguf
 
     script = (
         "import sys, llama_cpp\n"
-        "from hubbot.engine import quantize, QuantizeSpec\n"
-        "from hubbot.plan import placeholder_imatrix\n"
-        "from hubbot.ggufinfo import read_info\n"
+        "from hubbot.llama.quantize import quantize, QuantizeSpec\n"
+        "from hubbot.build.spec import placeholder_imatrix\n"
+        "from hubbot.gguf_io.info import read_info\n"
         "if __name__ == '__main__':\n"
         "    src, out = sys.argv[1], sys.argv[2]\n"
         "    quantize(src, out + '.q8', QuantizeSpec('Q8_0'))\n"

@@ -1,7 +1,7 @@
 """Importance matrices: collection, file formats, validation, caching, and parity with llama.cpp.
 
 The parity reference is llama.cpp's own ``llama-imatrix`` tool, built from the llama.cpp
-sources that llama-cpp-python 0.3.36 vendors (tests/llamacpp_tools.py), run on the same
+sources that llama-cpp-python 0.3.36 vendors (tests/support/llamacpp_tools.py), run on the same
 model, text, context and chunk count as hubbot.
 """
 
@@ -12,16 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_config
+from support.configs import write_config
 
-from hubbot import imatrix as im
-from hubbot.build import build, prepare
+from hubbot.build.run import build, prepare
 from hubbot.config import load_config
-from hubbot.engine import QuantizeSpec, quantize
 from hubbot.errors import BuildError, ImatrixError
-from hubbot.ggufinfo import read_info
-from hubbot.imatrix_collect import CollectSettings, collect_isolated
-from hubbot.imatrix_io import ImatrixData, read_dat, read_gguf, read_imatrix, write_dat, write_gguf
+from hubbot.gguf_io.info import read_info
+from hubbot.imatrix import ensure as im
+from hubbot.imatrix.io import ImatrixData, read_dat, read_gguf, read_imatrix, write_dat, write_gguf
+from hubbot.llama.collect import CollectSettings, collect_isolated
+from hubbot.llama.quantize import QuantizeSpec, quantize
 
 
 def _random_data(seed: int = 0) -> ImatrixData:
@@ -80,7 +80,7 @@ def test_gguf_round_trip_keeps_everything(tmp_path):
         np.testing.assert_array_equal(back.sums[name], data.sums[name])
         np.testing.assert_array_equal(back.counts[name], data.counts[name])
     # llama.cpp's layout: in_sum2 [ne0, n_mat], counts [1, n_mat], general.type = imatrix
-    from hubbot.ggufinfo import open_reader
+    from hubbot.gguf_io.info import open_reader
 
     r = open_reader(tmp_path / "m.imatrix.gguf")
     shapes = {t.name: tuple(int(x) for x in t.shape) for t in r.tensors}
@@ -246,7 +246,7 @@ def gemma_matrix(gemma_bf16, calibration_text, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def llama_imatrix_ref(gemma_bf16, calibration_text, tmp_path_factory) -> Path:
     """llama.cpp's own llama-imatrix on the same model, text, ctx and chunks (GGUF output)."""
-    from llamacpp_tools import llama_tool
+    from support.llamacpp_tools import llama_tool
 
     out = tmp_path_factory.mktemp("ref-im") / "llama.imatrix.gguf"
     proc = subprocess.run([str(llama_tool("llama-imatrix")), "-m", str(gemma_bf16), "-f", str(calibration_text),
@@ -271,7 +271,7 @@ def test_parity_with_llama_imatrix(gemma_matrix, llama_imatrix_ref, gemma_bf16):
 @pytest.mark.slow
 def test_llama_cpp_reads_our_file(gemma_matrix, gemma_bf16, tmp_path):
     """llama-imatrix loads hubbot's GGUF (--in-file) and writes it back unchanged in both formats."""
-    from llamacpp_tools import llama_tool
+    from support.llamacpp_tools import llama_tool
 
     tool = str(llama_tool("llama-imatrix"))
     for name in ("back.gguf", "back.dat"):

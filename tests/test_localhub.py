@@ -6,12 +6,12 @@ import hashlib
 import os
 
 import pytest
-from hubfixtures import OTHER_TOKEN, READ_TOKEN, USER, WRITE_TOKEN, fast_retries, local_hub  # noqa: F401
 from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download
 from huggingface_hub import errors as hf
+from support.hub import OTHER_TOKEN, READ_TOKEN, USER, WRITE_TOKEN
 
 from hubbot.errors import HubError
-from hubbot.hubclient import download_file, hub_errors, make_api
+from hubbot.hub.client import download_file, hub_errors, make_api
 
 
 def _api(hub, token=WRITE_TOKEN) -> HfApi:
@@ -36,7 +36,7 @@ def test_upload_list_and_download_round_trip(local_hub, tmp_path):
     path, sha = download_file(f"{USER}/m", "a.gguf", endpoint=local_hub.endpoint, cache_dir=tmp_path / "cache")
     assert path.read_bytes() == data and sha == info.oid
     # The storage is on disk: a new server over the same folder serves the same repo.
-    from hubbot.localhub import LocalHub
+    from hubbot.testing.localhub import LocalHub
 
     with LocalHub(local_hub.storage) as again:
         assert again.read_file(f"{USER}/m", "a.gguf") == data
@@ -135,7 +135,7 @@ def test_faults_are_injected_and_spent(local_hub):
 
 
 def test_a_server_never_started_closes_at_once(tmp_path):
-    from hubbot.localhub import LocalHub
+    from hubbot.testing.localhub import LocalHub
 
     hub = LocalHub(tmp_path / "store")
     hub.create_repo("someone/r", private=True)

@@ -18,22 +18,21 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import REPO_ROOT, write_config
-from hubfixtures import (  # noqa: F401
+from huggingface_hub import HfApi, hf_hub_download
+from support.configs import write_config
+from support.hub import (
     OTHER_TOKEN,
     READ_TOKEN,
     USER,
     WRITE_TOKEN,
-    fast_retries,
-    local_hub,
     tiny_ladder_yaml,
 )
-from huggingface_hub import HfApi, hf_hub_download
+from support.paths import REPO_ROOT
 
 from hubbot.cli import main
 from hubbot.config import load_config
 from hubbot.errors import HubError
-from hubbot.publish import publish_project
+from hubbot.hub.publish import publish_project
 
 REPO = f"{USER}/tiny-GGUF"
 
@@ -251,7 +250,7 @@ def test_persistent_failure_is_one_clear_line_and_a_rerun_completes(local_hub, t
 def test_sigkill_mid_upload_then_rerun_completes(local_hub, tmp_path, tiny_gguf):
     cfg = project(tmp_path, tiny_gguf)
     cfg.write_text(cfg.read_text() + "  - name: f16\n    type: F16\n")
-    from hubbot.build import build
+    from hubbot.build.run import build
 
     build(load_config(cfg))
     # Slow uploads down so the kill lands while bytes are flowing.

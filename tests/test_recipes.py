@@ -8,7 +8,7 @@ import gguf
 import llama_cpp
 import pytest
 
-from hubbot import recipes
+from hubbot.config import recipes
 
 
 @pytest.mark.parametrize("name", sorted(recipes.FILE_TYPES))

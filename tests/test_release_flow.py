@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hubfixtures import USER, WRITE_TOKEN, local_hub  # noqa: F401
+from support.hub import USER, WRITE_TOKEN
 
 pytestmark = pytest.mark.slow
 

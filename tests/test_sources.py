@@ -3,7 +3,7 @@
 The converter venv (torch + transformers, ~1.2 GB) is made by hubbot itself on first use, in
 ``$HUBBOT_CONVERTER_VENV`` or ``~/.cache/hubbot/converter-venv``, and reused afterwards; CI may
 cache that folder. A tiny llama checkpoint with a real sentencepiece tokenizer (trained on the
-shipped calibration prose) is written by ``tests/make_tiny_hf.py`` inside that venv.
+shipped calibration prose) is written by ``tests/support/make_tiny_hf.py`` inside that venv.
 """
 
 from __future__ import annotations
@@ -17,16 +17,17 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 import pytest
-from conftest import DATA_DIR, REPO_ROOT, write_config
-from readhub import ReadHub
+from support.configs import write_config
+from support.paths import DATA_DIR, REPO_ROOT
+from support.readhub import ReadHub
 
-from hubbot.build import build
+from hubbot.build.run import build
 from hubbot.config import load_config
-from hubbot.convert import ConverterEnv, default_venv_path
-from hubbot.engine import QuantizeSpec, quantize
 from hubbot.errors import SourceError
-from hubbot.ggufinfo import read_info
-from hubbot.source import resolve_source, source_plan
+from hubbot.gguf_io.info import read_info
+from hubbot.llama.quantize import QuantizeSpec, quantize
+from hubbot.source.convert import ConverterEnv, default_venv_path
+from hubbot.source.resolve import resolve_source, source_plan
 
 HERE = Path(__file__).resolve().parent
 PROMPT = "A block is a piece of Python program text that is executed as a unit."
@@ -42,7 +43,7 @@ def venv_python(env: ConverterEnv, code: str, *args: str) -> str:
 
 def make_tiny_hf(env: ConverterEnv, out: Path, *extra: str) -> Path:
     clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HF_TOKEN")}
-    proc = subprocess.run([str(env.python), str(HERE / "make_tiny_hf.py"), str(out),
+    proc = subprocess.run([str(env.python), str(HERE / "support" / "make_tiny_hf.py"), str(out),
                            "--text", str(DATA_DIR / "calibration.txt"), *extra],
                           capture_output=True, text=True, env=clean, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -127,7 +128,7 @@ def test_local_checkpoint_converts_builds_and_matches_transformers(tmp_path, con
 
 @pytest.mark.slow
 def test_local_conversion_is_cached_and_redone_when_the_folder_changes(tmp_path, converter_env, tiny_hf, monkeypatch):
-    from hubbot import convert
+    from hubbot.source import convert
 
     folder = tmp_path / "ckpt"
     folder.mkdir()
@@ -189,7 +190,7 @@ def test_folder_without_safetensors_is_refused_before_any_venv_work(tmp_path, mo
 
 @pytest.mark.slow
 def test_converter_venv_is_reused_and_remade_only_for_other_requirements(converter_env, tmp_path, monkeypatch):
-    from hubbot import convert
+    from hubbot.source import convert
 
     assert converter_env.ready()
     marker = converter_env.path / "hubbot-converter.json"
@@ -279,7 +280,7 @@ def _build_one(folder: Path, source: str) -> tuple:
 
 
 def test_hub_gguf_source_is_pinned_to_the_commit_and_recorded(tmp_path, hub, tiny_gguf):
-    from hubbot.tinymodel import write_tiny_gguf
+    from hubbot.testing.tinymodel import write_tiny_gguf
 
     old = tiny_gguf.read_bytes()
     new = write_tiny_gguf(tmp_path / "new.gguf", seed=7).read_bytes()
@@ -305,14 +306,14 @@ def test_hub_gguf_source_is_pinned_to_the_commit_and_recorded(tmp_path, hub, tin
 
 @pytest.mark.slow
 def test_hub_safetensors_repo_is_fetched_converted_built_and_generates(tmp_path, hub, tiny_hf, monkeypatch):
-    from hubbot import convert, fetch
+    from hubbot.source import convert, fetch
 
     extra = {"README.md": b"# tiny", "original/consolidated.pth": b"\0" * 4096}
     files = {p.name: p.read_bytes() for p in tiny_hf.iterdir()} | extra
     sha = hub.add_commit("org/tiny-llama", files)
     cfg = load_config(_project(tmp_path / "p", "  repo: org/tiny-llama\n"))
 
-    from hubbot.planview import plan_project, render_plan
+    from hubbot.build.plan import plan_project, render_plan
 
     data = plan_project(cfg)
     res = data["source"]["resolution"]
@@ -325,7 +326,7 @@ def test_hub_safetensors_repo_is_fetched_converted_built_and_generates(tmp_path,
     # Only the converter's files and the README (for the card's licence and gate keys) were
     # fetched, each once; nothing of original/.
     assert sorted(p for _, p in hub.downloads) == sorted(needed + ["README.md"]) and set(hub.downloads.values()) == {1}
-    from hubbot.card_upstream import cache_path
+    from hubbot.card.upstream import cache_path
 
     assert cache_path(cfg).read_bytes() == b"# tiny"
 

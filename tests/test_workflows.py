@@ -21,11 +21,11 @@ import click
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import REPO_ROOT
+from support.paths import REPO_ROOT
 
 from hubbot.cli import main
 from hubbot.config import load_config
-from hubbot.merge import MergeError, export_results, job_matrix, merge_results
+from hubbot.hub.release import MergeError, export_results, job_matrix, merge_results
 from hubbot.workdir import Manifest, WorkDir, write_json_atomic
 
 WORKFLOWS = sorted((REPO_ROOT / ".github" / "workflows").glob("*.yml"))

@@ -1,0 +1,69 @@
+"""Plan and inspect results as data (for --json) and as compact text tables."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from hubbot.build.run import default_threads, load_imatrix, prepare
+from hubbot.build.spec import plan_variant
+from hubbot.config import Config
+from hubbot.config.recipes import ROLES
+from hubbot.source.resolve import source_plan, source_plan_lines
+from hubbot.workdir import WorkDir, human_bytes
+
+
+def plan_project(cfg: Config, only: Iterable[str] | None = None, threads: int | None = None,
+                 dry_run: bool = True) -> dict[str, Any]:
+    """Everything ``hubbot plan`` shows, as JSON-ready data (also the CI matrix source)."""
+    nthreads = default_threads(cfg, threads)
+    # What the source needs (downloads, conversion), worked out before prepare() fetches it.
+    resolution = source_plan(cfg, WorkDir(cfg.workdir).cache)
+    work, source, variants = prepare(cfg, only)
+    imatrix = load_imatrix(cfg, source, work, variants, nthreads, compute=False)
+    plans = [plan_variant(cfg, v, source, work, imatrix, nthreads, dry_run=dry_run, compare_standard=dry_run)
+             for v in variants]
+    return {
+        "config": str(cfg.path), "target": cfg.target.repo, "workdir": str(work.root),
+        "source": dict(source.describe(), resolution=resolution),
+        "imatrix": ({"file": imatrix.path.name, "sha256": imatrix.sha256} if imatrix else None),
+        "variants": [dict(p.to_json(), blocks=p.block_table()) for p in plans],
+        "matrix": {"include": [{"variant": p.variant.name, "file": p.file_name} for p in plans]},
+    }
+
+
+def _block_rows(blocks: dict[str, dict[int, str]]) -> list[str]:
+    """One line per role: the type of each block, runs folded ('Q5_0 x4, IQ4_XS x2')."""
+    rows = []
+    for role in [r for r in ROLES if r in blocks] + sorted(set(blocks) - set(ROLES)):
+        types = [blocks[role][b] for b in sorted(blocks[role])]
+        if role not in ROLES and all(t in ("F32", "F16", "BF16") for t in types):
+            continue  # norms and biases stay float in every variant: not worth a line
+        runs: list[list] = []
+        for t in types:
+            if runs and runs[-1][0] == t:
+                runs[-1][1] += 1
+            else:
+                runs.append([t, 1])
+        rows.append(f"      {role:<12} " + " ".join(f"{t}x{n}" if n > 1 else t for t, n in runs))
+    return rows
+
+
+def render_plan(data: dict[str, Any]) -> str:
+    src = data["source"]
+    lines = [f"source: {src['origin']} ({src['architecture']}, {src['block_count']} blocks, {human_bytes(src['size'])}, sha256 {src['sha256'][:12]})",
+             *source_plan_lines(src.get("resolution")),
+             f"target: {data['target']}", ""]
+    for v in data["variants"]:
+        status = "up to date" if v["up_to_date"] else "to build"
+        size = human_bytes(v["size"]) if v["size"] else "?"
+        lines.append(f"{v['name']:<16} {v['file']:<44} {v['type']:<8} {size:>10}  {v['bpw']:5.2f} bpw  {status}")
+        if v["tensor_types"]:
+            extra = f"; {v['fallbacks']} shape fallbacks" if v["fallbacks"] else ""
+            lines.append("    types: " + ", ".join(f"{k} {n}" for k, n in v["tensor_types"].items()) + extra)
+        if v.get("standard_size"):
+            delta = v["size"] - v["standard_size"]
+            pct = 100.0 * delta / v["standard_size"]
+            lines.append(f"    vs standard {v['type']}: {human_bytes(v['standard_size'])} -> {size} ({pct:+.1f}%)")
+        if v["blocks"] and (v.get("standard_size") or v["name"].startswith("dynamic")):
+            lines.extend(_block_rows(v["blocks"]))
+    return "\n".join(lines)

@@ -1,0 +1,167 @@
+"""Building the ladder: one GGUF per variant, skipping what is already up to date."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from hubbot.build.spec import VariantPlan, check_rules, plan_variant
+from hubbot.config import Config, VariantConfig
+from hubbot.errors import ConfigError, ImatrixError
+from hubbot.imatrix.ref import ImatrixRef
+from hubbot.llama.quantize import quantize
+from hubbot.llama.version import engine_version
+from hubbot.progress import bar
+from hubbot.source.resolve import ResolvedSource, resolve_source
+from hubbot.workdir import WorkDir, check_free_space, sha256_file, temp_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BuildResult:
+    name: str
+    file: str
+    status: str  # "built" or "unchanged"
+    entry: dict[str, Any]
+
+
+def default_threads(cfg: Config, threads: int | None) -> int:
+    return threads or cfg.build.threads or os.cpu_count() or 1
+
+
+def select_variants(cfg: Config, only: Iterable[str] | None) -> list[VariantConfig]:
+    if not only:
+        return list(cfg.variants)
+    return [cfg.variant(name) for name in only]
+
+
+def needs_imatrix(variants: list[VariantConfig], cfg: Config) -> bool:
+    """Whether this run should compute/load an imatrix: some variant needs it or can use the configured one."""
+    return any(v.needs_imatrix or (v.uses_imatrix and cfg.has_imatrix_source) for v in variants)
+
+
+def prepare(cfg: Config, only: Iterable[str] | None = None) -> tuple[WorkDir, ResolvedSource, list[VariantConfig]]:
+    """Work directory, resolved source and the selected variants, with the model-dependent checks done."""
+    variants = select_variants(cfg, only)
+    work = WorkDir(cfg.workdir).prepare()
+    source = resolve_source(cfg, work.cache)
+    assert source.info is not None
+    check_rules(cfg, source.info)
+    return work, source, variants
+
+
+def load_imatrix(cfg: Config, source: ResolvedSource, work: WorkDir, variants: list[VariantConfig],
+                 threads: int, compute: bool = True) -> ImatrixRef | None:
+    if not needs_imatrix(variants, cfg):
+        return None
+    from hubbot.imatrix.ensure import ensure_imatrix
+
+    ref = ensure_imatrix(cfg, source, work, threads=threads, compute=compute)
+    if ref is None and compute:
+        missing = [v.name for v in variants if v.needs_imatrix]
+        if missing:
+            raise ImatrixError(f"variants {', '.join(missing)} need an importance matrix; set imatrix.calibration or imatrix.file")
+    return ref
+
+
+def manifest_entry(p: VariantPlan, source: ResolvedSource, sha: str, st: os.stat_result, report) -> dict[str, Any]:
+    return {
+        "kind": "variant", "variant": p.variant.name, "file": p.file_name, "sha256": sha, "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns, "input_key": p.input_key, "recipe": p.spec.describe(),
+        "type": p.variant.type, "output": p.spec.output_type, "embeddings": p.spec.embeddings_type,
+        "description": p.variant.description,
+        "engine": engine_version(),
+        "source": {"sha256": source.sha256, "repo": source.repo, "revision": source.revision, "origin": source.origin},
+        "imatrix": ({"sha256": p.imatrix.sha256, "file": p.imatrix.path.name, "dataset": p.imatrix.dataset,
+                     "chunks": p.imatrix.chunks} if p.imatrix else None),
+        "tensor_types": report.type_counts, "fallbacks": report.fallbacks,
+        "n_params": p.n_params,
+        "bpw": round(8.0 * st.st_size / max(1, p.n_params), 4),
+        "seconds": round(report.seconds, 3), "peak_rss": report.peak_rss,
+    }
+
+
+def quantize_variant(p: VariantPlan, source: ResolvedSource, work: WorkDir) -> tuple[Path, Any]:
+    """Quantize one variant into a temporary file next to its final name; (temp path, report)."""
+    final = work.output(p.file_name)
+    # The output is at most the source's size for every type but F32, which doubles 16-bit weights.
+    needed = source.path.stat().st_size * (2 if p.variant.type == "F32" else 1)
+    check_free_space(work.out, needed, f"building {p.file_name}")
+    tmp = temp_path(final)
+    try:
+        with bar(None, f"quantize {p.variant.name}", unit="tensor") as pbar:
+            report = quantize(source.path, tmp, p.spec, p.imatrix.values if p.imatrix else None, progress=pbar)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp, report
+
+
+def finish_variant(p: VariantPlan, source: ResolvedSource, work: WorkDir, tmp: Path, report) -> dict[str, Any]:
+    """Hash the finished temporary file, move it into place and return its manifest entry."""
+    final = work.output(p.file_name)
+    try:
+        with bar(tmp.stat().st_size, f"sha256 {p.file_name}", unit="B") as hbar:
+            sha = sha256_file(tmp, hbar)
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return manifest_entry(p, source, sha, final.stat(), report)
+
+
+def build_variant(cfg: Config, p: VariantPlan, source: ResolvedSource, work: WorkDir) -> dict[str, Any]:
+    """Quantize one variant into ``out/`` atomically and record it in the manifest."""
+    tmp, report = quantize_variant(p, source, work)
+    entry = finish_variant(p, source, work, tmp, report)
+    work.manifest.put(p.file_name, entry)
+    return entry
+
+
+def build(cfg: Config, only: Iterable[str] | None = None, threads: int | None = None,
+          force: bool = False) -> list[BuildResult]:
+    """Build the selected variants (all by default); unchanged outputs are skipped."""
+    nthreads = default_threads(cfg, threads)
+    work, source, variants = prepare(cfg, only)
+    imatrix = load_imatrix(cfg, source, work, variants, nthreads)
+    results: list[BuildResult] = []
+    manifest = work.manifest
+    # Hashing a finished file (a minute for a 54 GB BF16) overlaps the next variant's
+    # quantization; entries reach the manifest in ladder order as each hash completes.
+    pending: list[tuple[str, str, Future]] = []
+
+    def settle() -> None:
+        while pending:
+            name, file_name, fut = pending.pop(0)
+            entry = fut.result()
+            manifest.put(file_name, entry)
+            results.append(BuildResult(name, file_name, "built", entry))
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubbot-hash") as hasher:
+        try:
+            for v in variants:
+                p = plan_variant(cfg, v, source, work, imatrix, nthreads, dry_run=False)
+                if v.needs_imatrix and p.imatrix is None:
+                    raise ConfigError(f"variant {v.name!r} needs an importance matrix but imatrix is off for it")
+                if p.up_to_date and not force:
+                    settle()
+                    log.info("%s is up to date", p.file_name)
+                    results.append(BuildResult(v.name, p.file_name, "unchanged", manifest.get(p.file_name) or {}))
+                    continue
+                log.info("building %s (%s)", p.file_name, v.type)
+                tmp, report = quantize_variant(p, source, work)
+                settle()  # at most one file is hashing at a time: keep the disk reads sequential
+                pending.append((v.name, p.file_name, hasher.submit(finish_variant, p, source, work, tmp, report)))
+        except BaseException:
+            # Files already quantized are finished and recorded even when a later variant fails;
+            # the first failure is the one reported.
+            with contextlib.suppress(Exception):
+                settle()
+            raise
+        settle()
+    return results

@@ -1,0 +1,186 @@
+"""Planning: what each variant will be, before anything is built.
+
+For every variant this compiles the recipe into a ``QuantizeSpec`` (layer rules become
+overrides for the source's real block count), checks that every rule matches a tensor,
+asks llama.cpp's quantizer for a dry run (the exact type of every tensor, shape fallbacks
+included) and works out whether the output on disk is already up to date.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import gguf
+
+from hubbot import __version__
+from hubbot.config import Config, VariantConfig, config_lines, recipes
+from hubbot.errors import ConfigError
+from hubbot.gguf_io.info import GGUFInfo
+from hubbot.imatrix.ref import ImatrixRef
+from hubbot.llama.quantize import QuantizeReport, QuantizeSpec, quantize
+from hubbot.llama.version import engine_version
+from hubbot.source.resolve import ResolvedSource
+from hubbot.workdir import WorkDir, canonical_json, sha256_text
+
+_BLOCK_TENSOR = re.compile(r"^blk\.(\d+)\.(\w+)\.weight$")
+
+
+@dataclass
+class VariantPlan:
+    variant: VariantConfig
+    file_name: str
+    spec: QuantizeSpec
+    input_key: str
+    imatrix: ImatrixRef | None
+    report: QuantizeReport | None = None
+    tensor_bytes: int = 0
+    n_params: int = 0
+    up_to_date: bool = False
+    standard_bytes: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def bits_per_weight(self) -> float:
+        return 8.0 * self.tensor_bytes / max(1, self.n_params)
+
+    def block_table(self) -> dict[str, dict[int, str]]:
+        """role -> block -> tensor type, from the dry run."""
+        table: dict[str, dict[int, str]] = {}
+        for t in self.report.tensors if self.report else []:
+            if m := _BLOCK_TENSOR.match(t.name):
+                table.setdefault(m.group(2), {})[int(m.group(1))] = t.type
+        return table
+
+    def to_json(self) -> dict[str, Any]:
+        v = self.variant
+        return {
+            "name": v.name, "file": self.file_name, "type": v.type,
+            "output": self.spec.output_type, "embeddings": self.spec.embeddings_type,
+            "imatrix": bool(self.imatrix) if v.uses_imatrix else False,
+            "needs_imatrix": v.needs_imatrix,
+            "tensor_types": self.report.type_counts if self.report else None,
+            "fallbacks": len(self.report.fallbacks) if self.report else None,
+            "size": self.tensor_bytes, "bpw": round(self.bits_per_weight, 4),
+            "standard_size": self.standard_bytes,
+            "up_to_date": self.up_to_date, "input_key": self.input_key,
+            "description": v.description,
+        }
+
+
+def tensor_nbytes(shape: tuple[int, ...], type_name: str) -> int:
+    block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[type_name]]
+    n = 1
+    for d in shape:
+        n *= d
+    return n // block * size
+
+
+def header_bytes(source: ResolvedSource) -> int:
+    """Metadata and alignment bytes of the source: the outputs carry the same tokenizer and keys."""
+    assert source.info is not None
+    return max(0, source.path.stat().st_size - source.info.tensor_bytes)
+
+
+def placeholder_imatrix(info: GGUFInfo) -> dict:
+    import numpy as np
+
+    return {t.name: np.ones(t.shape[0], dtype=np.float32) for t in info.tensors
+            if t.name.startswith("blk.") and len(t.shape) == 2}
+
+
+def check_rules(cfg: Config, info: GGUFInfo) -> None:
+    """ConfigError for any override or layer rule that selects no tensor of this model."""
+    lines = config_lines(cfg)
+    names = [t.name for t in info.tensors]
+    for i, v in enumerate(cfg.variants):
+        for j, o in enumerate(v.tensors):
+            if not any(re.search(o.pattern, n) for n in names):
+                raise ConfigError(
+                    f"{lines.where(('variants', i, 'tensors', j))}: pattern {o.pattern!r} of variant "
+                    f"{v.name!r} matches no tensor of {info.path.name}; fix the regex (names look like blk.0.attn_q.weight)"
+                )
+        for j, rule in enumerate(v.layers):
+            blocks = recipes.select_blocks(rule.blocks, info.block_count)
+            hits = [n for n in names for b in blocks for r in rule.roles if n == f"blk.{b}.{r}.weight"]
+            if not hits:
+                raise ConfigError(
+                    f"{lines.where(('variants', i, 'layers', j))}: layer rule {rule.blocks!r} -> {rule.type} of "
+                    f"variant {v.name!r} selects no tensor in this {info.block_count}-block model; widen the blocks or roles"
+                )
+
+
+def make_spec(cfg: Config, v: VariantConfig, source: ResolvedSource, imatrix: ImatrixRef | None, threads: int) -> QuantizeSpec:
+    assert source.info is not None
+    overrides = [recipes.TensorOverride(t.pattern, t.type) for t in v.tensors]
+    rules = [recipes.LayerRule(r.blocks, r.type, tuple(r.roles)) for r in v.layers]
+    overrides += recipes.compile_layer_rules(rules, source.info.block_count)
+    # Explicit types skip llama.cpp's shape fallbacks (and abort on misfit rows): fit them here.
+    row_lengths = {t.name: t.shape[0] for t in source.info.tensors if len(t.shape) >= 2}
+    overrides = recipes.fit_overrides(overrides, row_lengths)
+    embd_rows = row_lengths.get("token_embd.weight", 0)
+    out_rows = row_lengths.get("output.weight", embd_rows)  # tied: token_embd takes the output type
+    output_type = recipes.fit_type(v.output, out_rows) if v.output and out_rows else v.output
+    embeddings_type = recipes.fit_type(v.embeddings, embd_rows) if v.embeddings and embd_rows else v.embeddings
+    meta: list[tuple[str, Any]] = [("general.quantized_by", cfg.card.quantized_by or "hubbot"),
+                                   ("hubbot.version", __version__)]
+    if source.repo:
+        meta.append(("hubbot.source.repo", source.repo))
+    if source.revision:
+        meta.append(("hubbot.source.revision", source.revision))
+    meta.append(("hubbot.source.sha256", source.sha256))
+    if imatrix is not None:
+        meta += imatrix.metadata()
+    return QuantizeSpec(
+        file_type=v.type, output_type=output_type, embeddings_type=embeddings_type,
+        overrides=tuple(overrides), pure=v.pure,
+        allow_requantize=cfg.source.allow_requantize, metadata=tuple(meta), threads=threads,
+    )
+
+
+def input_key(spec: QuantizeSpec, source: ResolvedSource, imatrix: ImatrixRef | None) -> str:
+    """Content key of everything that decides the output bytes."""
+    return sha256_text(canonical_json({
+        "source": source.sha256, "recipe": spec.describe(),
+        "imatrix": imatrix.sha256 if imatrix else None, "engine": engine_version(),
+    }))
+
+
+def is_up_to_date(work: WorkDir, file_name: str, key: str) -> bool:
+    entry = work.manifest.get(file_name)
+    path = work.out / file_name
+    if not entry or entry.get("input_key") != key or not path.is_file():
+        return False
+    st = path.stat()
+    # Size and mtime as recorded at build time: a file touched since is re-hashed by build.
+    return st.st_size == entry.get("size") and st.st_mtime_ns == entry.get("mtime_ns")
+
+
+def plan_variant(cfg: Config, v: VariantConfig, source: ResolvedSource, work: WorkDir,
+                 imatrix: ImatrixRef | None, threads: int, *, dry_run: bool = True,
+                 compare_standard: bool = False) -> VariantPlan:
+    use_im = imatrix if v.uses_imatrix else None
+    spec = make_spec(cfg, v, source, use_im, threads)
+    key = input_key(spec, source, use_im)
+    p = VariantPlan(v, cfg.file_name(v), spec, key, use_im)
+    p.up_to_date = is_up_to_date(work, p.file_name, key)
+    assert source.info is not None
+    p.n_params = source.info.n_params
+    shapes = {t.name: t.shape for t in source.info.tensors}
+    if dry_run:
+        values = None
+        if use_im is not None:
+            values = use_im.values
+        elif v.needs_imatrix:
+            # A dry run never reads imatrix values, but llama.cpp insists they exist for these
+            # types: plan with neutral weights until the real matrix is computed.
+            p.notes.append("the importance matrix is not computed yet")
+            values = placeholder_imatrix(source.info)
+        p.report = quantize(source.path, work.cache / "dry-run.gguf", spec, values, dry_run=True)
+        p.tensor_bytes = sum(tensor_nbytes(shapes[t.name], t.type) for t in p.report.tensors) + header_bytes(source)
+        if compare_standard and (v.layers or v.tensors or v.output or v.embeddings):
+            std = QuantizeSpec(file_type=v.type, threads=threads, allow_requantize=spec.allow_requantize)
+            std_report = quantize(source.path, work.cache / "dry-run.gguf", std, values, dry_run=True)
+            p.standard_bytes = sum(tensor_nbytes(shapes[t.name], t.type) for t in std_report.tensors) + header_bytes(source)
+    return p

@@ -1,0 +1,70 @@
+"""What every command shares: the error wrapper, the common options and JSON output.
+
+Expected failures (``HubbotError``) become ``error: <one line>`` on stderr and a non-zero
+exit; set ``HUBBOT_DEBUG=1`` to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from hubbot.config import Config, load_config
+from hubbot.errors import HubbotError
+
+
+def run_safely(fn):
+    """Turn HubbotError into a one-line message and exit code; keep tracebacks for bugs."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except HubbotError as exc:
+            if os.environ.get("HUBBOT_DEBUG"):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted; rerun the same command to resume", err=True)
+            sys.exit(130)
+        except OSError as exc:
+            if os.environ.get("HUBBOT_DEBUG"):
+                raise
+            # A full disk or a vanished folder is the user's to fix, not a bug.
+            click.echo(f"error: {exc.strerror or exc} ({exc.filename or 'file system'}); check the path and free space", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def config_option(fn):
+    return click.option(
+        "-c", "--config", "config_path", default="variants.yaml", show_default=True,
+        type=click.Path(dir_okay=False, path_type=Path), help="The variants.yaml to use.",
+    )(fn)
+
+
+def only_option(fn):
+    return click.option("--only", multiple=True, metavar="NAME", help="Only these variants (repeatable).")(fn)
+
+
+def threads_option(fn):
+    return click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all cores).")(fn)
+
+
+def json_option(fn):
+    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")(fn)
+
+
+def echo_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def load(config_path: Path) -> Config:
+    return load_config(config_path)

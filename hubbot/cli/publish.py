@@ -1,0 +1,138 @@
+"""``hubbot publish`` and ``hubbot serve-hub``: parsing and printing; the work is in publish.py / localhub.py."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import click
+
+from hubbot.cli.options import config_option, echo_json, json_option, load, only_option, run_safely, threads_option
+from hubbot.workdir import human_bytes
+
+
+def render_summary(s: dict) -> str:
+    """The human summary of a publish (or the plan of a dry run)."""
+    lines = []
+    dry = s["dry_run"]
+    where = f"{s['endpoint']}/{s['repo']}"
+    if s["created_repo"]:
+        lines.append(f"{'would create' if dry else 'created'} repo {s['repo']} at {s['endpoint']}"
+                     + (" (private)" if s.get("private") else ""))
+    if s.get("created_branch"):
+        lines.append(f"{'would create' if dry else 'created'} branch {s['revision']} from main")
+    if s["gating"] is not None:
+        lines.append(f"{'would set' if dry else 'set'} gating: {s['gating']}")
+    for c in s["changes"]:
+        lines.append(f"  {c['action']:9} {c['file']}  {human_bytes(c['size'])}")
+    for name in s["deleted"]:
+        lines.append(f"  {'delete':9} {name}")
+    for name in s.get("not_pruned") or []:
+        lines.append(f"  {'kept':9} {name}  (left the ladder; --prune deletes it)")
+    counts = (f"{len(s['added'])} added, {len(s['updated'])} updated, {len(s['unchanged'])} unchanged, "
+              f"{len(s['deleted'])} deleted")
+    if s["dry_run"]:
+        commits = int(bool([c for c in s["changes"] if c["action"] != "unchanged" and c["file"] != "README.md"
+                            and not c["file"].startswith("images/")]))
+        card = any(c["action"] != "unchanged" and c["file"] == "README.md" for c in s["changes"]) or s["deleted"]
+        commits += int(bool(card))
+        lines.append(f"dry run: {counts}; would upload {human_bytes(s['upload_bytes_planned'])} in "
+                     f"{commits} commit(s){' as a pull request' if s.get('create_pr') else ''} to {where}"
+                     + (f" and tag {s['tag_planned']}" if s.get("tag_planned") else "") + "; nothing was written")
+        return "\n".join(lines)
+    lines.append(f"{counts}; uploaded {human_bytes(s['bytes'])}")
+    if s["pr_url"]:
+        lines.append(f"pull request: {s['pr_url']}")
+    if s["commit_url"]:
+        lines.append(f"commit: {s['commit_url']}")
+    else:
+        lines.append(f"nothing changed: no commit made ({where})")
+    if s["tag"]:
+        lines.append(f"tag: {s['tag']}")
+    return "\n".join(lines)
+
+
+@click.command()
+@config_option
+@only_option
+@threads_option
+@json_option
+@click.option("--dry-run", is_flag=True, help="Show what would be created, uploaded, deleted and committed; write nothing to the Hub.")
+@click.option("--create-pr", is_flag=True, help="Open a pull request against main instead of committing to it.")
+@click.option("--revision", metavar="BRANCH", help="Commit to this branch (created from main when missing).")
+@click.option("--tag", metavar="TAG", help="Tag the published commit (e.g. v1).")
+@click.option("--prune", is_flag=True, help="Delete remote GGUF files that left the ladder (never done without it).")
+@click.option("--local-hub", is_flag=True, help="Publish to a local Hub-compatible server under the work directory (offline demo).")
+@click.option("--skip-bench", is_flag=True, help="Do not run the benchmarks before rendering the card.")
+@click.option("--no-card", is_flag=True, help="Push the --only variants' files but not README.md (a job-matrix build job).")
+@click.option("--card-only", is_flag=True, help="Build nothing; render the card from the (merged) results and push README.md, naming only files the Hub lists.")
+@run_safely
+def publish(config_path: Path, only: tuple[str, ...], threads: int | None, as_json: bool, dry_run: bool,
+            create_pr: bool, revision: str | None, tag: str | None, prune: bool, local_hub: bool, skip_bench: bool,
+            no_card: bool = False, card_only: bool = False) -> None:
+    """Build, benchmark, render the card and push only what changed to target.repo.
+
+    Token: HF_TOKEN or the stored `hf auth login`. Endpoint: HF_ENDPOINT or target.endpoint.
+    """
+    from hubbot.hub.publish import publish_project
+
+    cfg = load(config_path)
+    with contextlib.ExitStack() as stack:
+        endpoint = None
+        storage = None
+        if local_hub:
+            from hubbot.testing.localhub import LocalHub
+
+            storage = cfg.workdir / "localhub"
+            hub = stack.enter_context(LocalHub(storage))
+            endpoint = hub.endpoint
+        if no_card or card_only:
+            # The job-matrix halves of a publish (see hubbot/merge.py and .github/workflows/release.yml).
+            from hubbot.hub.release import check_split_options, publish_card, publish_files
+
+            check_split_options(only, no_card, card_only, create_pr, prune, tag)
+            if card_only:
+                summary = publish_card(cfg, dry_run=dry_run, revision=revision, tag=tag, prune=prune, endpoint=endpoint)
+            else:
+                summary = publish_files(cfg, only, skip_bench=skip_bench, threads=threads, dry_run=dry_run,
+                                        revision=revision, endpoint=endpoint)
+        else:
+            summary = publish_project(cfg, only=only, skip_bench=skip_bench, threads=threads, dry_run=dry_run,
+                                      create_pr=create_pr, revision=revision, tag=tag, prune=prune, endpoint=endpoint)
+        summary["create_pr"] = create_pr
+        summary["tag_planned"] = tag if dry_run else None
+        if storage is not None:
+            summary["local_hub"] = str(storage)
+    if as_json:
+        echo_json(summary)
+        return
+    click.echo(render_summary(summary))
+    if storage is not None:
+        click.echo(f"local hub: repo data under {storage}/repos/{cfg.target.repo} (LFS objects in {storage}/lfs); "
+                   f"serve it with `hubbot serve-hub --storage {storage}`")
+
+
+@click.command("serve-hub")
+@click.option("--port", type=click.IntRange(0, 65535), default=8089, show_default=True, help="Port on 127.0.0.1 (0: any free port).")
+@click.option("--storage", type=click.Path(file_okay=False, path_type=Path), default=Path(".hubbot/localhub"),
+              show_default=True, help="Folder holding the repos.")
+@click.option("--tokens", "tokens_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help='JSON file {"<token>": {"user": "alice", "write": true}}; without it every request is allowed.')
+@run_safely
+def serve_hub(port: int, storage: Path, tokens_file: Path | None) -> None:
+    """Run the local Hub-compatible server on 127.0.0.1 until interrupted (point HF_ENDPOINT at it)."""
+    from hubbot.testing.localhub import Account, LocalHub
+
+    tokens = {}
+    if tokens_file:
+        for tok, acc in json.loads(tokens_file.read_text()).items():
+            tokens[tok] = Account(acc["user"], bool(acc.get("write", True)), tuple(acc.get("orgs", ())))
+    hub = LocalHub(storage, port=port, tokens=tokens)
+    click.echo(f"local hub at {hub.endpoint} storing under {hub.storage}; export HF_ENDPOINT={hub.endpoint}", err=True)
+    try:
+        hub.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        hub.close()
