@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-import shlex
 
 import click
 import pytest
 from click.testing import CliRunner
+from support.docpages import invocation_problem, shell_invocations
 from support.paths import REPO_ROOT
 
 from hubbot.cli import main
@@ -28,36 +28,11 @@ def test_every_command_has_help(name, command):
             assert param.help, f"{name} {param.opts} has no help text"
 
 
-def readme_invocations():
-    text = (REPO_ROOT / "README.md").read_text()
-    # Every fenced block is matched (so a ```yaml block cannot shift the pairing); shell ones are read.
-    blocks = [body for lang, body in re.findall(r"```(\w*)\n(.*?)```", text, flags=re.S)
-              if lang in ("", "bash", "sh", "console")]
-    calls = []
-    for block in blocks:
-        for line in block.splitlines():
-            for part in re.split(r"&&|\|", line.split("#")[0]):
-                words = part.strip().split()
-                if words[:1] == ["hubbot"]:
-                    calls.append(part.strip())
-    return calls
-
-
 def test_readme_names_only_real_commands_and_options():
-    calls = readme_invocations()
+    calls = shell_invocations((REPO_ROOT / "README.md").read_text())
     assert calls, "the README shows no hubbot command"
-    for call in calls:
-        words = [w for w in shlex.split(call.replace("[", " ").replace("]", " ")) if w != "..."]
-        cmd = main.commands.get(words[1]) if len(words) > 1 else None
-        assert cmd is not None, f"README uses an unknown command: {call}"
-        rest = words[2:]
-        while isinstance(cmd, click.Group) and rest:  # subcommands: `hubbot ci matrix ...`
-            cmd = cmd.commands.get(rest.pop(0))
-            assert cmd is not None, f"README uses an unknown subcommand: {call}"
-        known = {opt for p in cmd.params for opt in getattr(p, "opts", []) + getattr(p, "secondary_opts", [])}
-        for w in rest:
-            if w.startswith("-"):
-                assert w.split("=")[0] in known, f"README uses unknown option {w} in: {call}"
+    problems = [p for p in map(invocation_problem, calls) if p]
+    assert not problems, "README.md: " + "; ".join(problems)
 
 
 def test_readme_starts_with_the_two_setup_commands():

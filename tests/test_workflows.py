@@ -17,10 +17,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import click
 import pytest
 import yaml
 from click.testing import CliRunner
+from support.cli_words import resolve, unknown_options
 from support.paths import REPO_ROOT
 
 from hubbot.cli import main
@@ -145,16 +145,6 @@ def hubbot_calls() -> list[tuple[str, list[str]]]:
     return calls
 
 
-def resolve(words: list[str]) -> tuple[click.Command, list[str]]:
-    """The click command a word list names, and the words after its name."""
-    cmd: click.Command = main
-    rest = list(words)
-    while isinstance(cmd, click.Group) and rest and not rest[0].startswith("-"):
-        assert rest[0] in cmd.commands, f"hubbot has no command {rest[0]!r} (known: {sorted(cmd.commands)})"
-        cmd = cmd.commands[rest.pop(0)]
-    return cmd, rest
-
-
 def test_workflows_run_real_hubbot_commands_and_flags():
     calls = hubbot_calls()
     named = {tuple(w for w in words if not w.startswith("-"))[:1] for _, words in calls}
@@ -162,10 +152,8 @@ def test_workflows_run_real_hubbot_commands_and_flags():
     assert {("ci",), ("plan",), ("imatrix",), ("build",), ("bench",), ("publish",), ("merge",), ("card",)} <= named
     for where, words in calls:
         cmd, rest = resolve(words)
-        opts = {o for p in cmd.params if isinstance(p, click.Option) for o in p.opts + p.secondary_opts}
-        for w in rest:
-            if w.startswith("-") and w not in ("-",):
-                assert w.split("=")[0] in opts, f"{where}: `hubbot {' '.join(words)}`: {cmd.name} has no option {w}"
+        bad = unknown_options(cmd, rest)
+        assert not bad, f"{where}: `hubbot {' '.join(words)}`: {cmd.name} has no option {bad[0]}"
         if cmd is main:
             continue  # the composite action's generic `hubbot "${command[@]}" ...`
         help_words = words[: len(words) - len(rest)] + ["--help"]
