@@ -50,3 +50,7 @@ class HubError(HubbotError):
 
 class DiskSpaceError(HubbotError):
     """Not enough free disk space for the work about to start."""
+
+
+class LocalHubError(HubbotError):
+    """The local Hub server cannot start (a malformed tokens file, a port already taken)."""

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 from support.configs import write_config
 from support.paths import DATA_DIR, REPO_ROOT
-from support.readhub import ReadHub
 
 from hubbot.build.run import build
 from hubbot.config import load_config
@@ -28,6 +27,7 @@ from hubbot.gguf_io.info import read_info
 from hubbot.llama.quantize import QuantizeSpec, quantize
 from hubbot.source.convert import ConverterEnv, default_venv_path
 from hubbot.source.resolve import resolve_source, source_plan
+from hubbot.testing.localhub import LocalHub
 
 HERE = Path(__file__).resolve().parent
 PROMPT = "A block is a piece of Python program text that is executed as a unit."
@@ -262,14 +262,27 @@ def test_hubbots_environment_never_gets_the_converter():
         assert name not in declared
 
 
-# --- Hub sources, served by a Hub-compatible server on 127.0.0.1 -----------------------------------
+# --- Hub sources, served by the local Hub on 127.0.0.1 ---------------------------------------------
+
+GRANTED = "hf_granted"  # the token of an account that was granted the gated and private repos
+
 
 @pytest.fixture
-def hub(monkeypatch):
-    server = ReadHub()
+def hub(tmp_path_factory, monkeypatch):
+    """The local Hub as HF_ENDPOINT, with one account (``GRANTED``) for the tests to give access to."""
+    server = LocalHub(tmp_path_factory.mktemp("sourcehub"))
+    server.add_token(GRANTED, "reader")
+    server.start()
     monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
     yield server
     server.close()
+
+
+def _restricted_repo(hub: LocalHub, repo: str, files: dict[str, bytes], **access) -> None:
+    """``repo`` holding ``files``, gated or private (``access``), readable with the ``GRANTED`` token."""
+    hub.create_repo(repo, **access)
+    hub.grant(repo, "reader")
+    hub.add_commit(repo, files)
 
 
 def _build_one(folder: Path, source: str) -> tuple:
@@ -359,9 +372,10 @@ def test_hub_safetensors_repo_is_fetched_converted_built_and_generates(tmp_path,
 
 def test_gated_private_and_missing_sources_say_what_to_do(tmp_path, hub, tiny_gguf, monkeypatch):
     blob = {"m-f16.gguf": tiny_gguf.read_bytes()}
-    hub.add_commit("org/gated", blob, gated=True, tokens={"hf_granted"})
-    hub.add_commit("org/private", blob, private=True, tokens={"hf_granted"})
+    _restricted_repo(hub, "org/gated", blob, gated="manual")
+    _restricted_repo(hub, "org/private", blob, private=True)
     hub.add_commit("org/open", blob)
+    hub.add_token("hf_wrongtoken", "stranger")  # a valid account that was granted nothing
 
     def error(source: str) -> str:
         cfg = load_config(_project(tmp_path / f"p{len(list(tmp_path.iterdir()))}", source))
@@ -384,10 +398,10 @@ def test_gated_private_and_missing_sources_say_what_to_do(tmp_path, hub, tiny_gg
     msg = error("  repo: org/gated\n" + gguf)
     assert "gated and your token's account has no access yet" in msg and "hf_wrongtoken" not in msg
     assert "not found or your token cannot read it" in error("  repo: org/private\n" + gguf)
-    monkeypatch.setenv("HF_TOKEN", "hf_granted")
+    monkeypatch.setenv("HF_TOKEN", GRANTED)
     for repo in ("org/gated", "org/private"):
         cfg = load_config(_project(tmp_path / repo.replace("/", "-"), f"  repo: {repo}\n" + gguf))
-        assert resolve_source(cfg, cfg.workdir / "cache").revision == hub.repos[repo].refs["main"]
+        assert resolve_source(cfg, cfg.workdir / "cache").revision == hub.sha(repo, "main")
 
 
 def test_cli_shows_the_one_line_source_error_and_no_token(tmp_path, hub, tiny_gguf, monkeypatch):
@@ -395,10 +409,13 @@ def test_cli_shows_the_one_line_source_error_and_no_token(tmp_path, hub, tiny_gg
 
     from hubbot.cli import main
 
-    hub.add_commit("org/gated", {"m-f16.gguf": tiny_gguf.read_bytes()}, gated=True, tokens={"hf_granted"})
+    _restricted_repo(hub, "org/gated", {"m-f16.gguf": tiny_gguf.read_bytes()}, gated="manual")
+    hub.add_token("hf_secret_value", "stranger")
     monkeypatch.setenv("HF_TOKEN", "hf_secret_value")
     path = _project(tmp_path / "p", "  repo: org/gated\n  file: m-f16.gguf\n")
-    result = CliRunner().invoke(main, ["plan", "-c", str(path)])
+    # -q: like the Hub, the local Hub lists a gated repo to anyone (only its files are gated), so
+    # plan logs the resolved commit before the download fails; the error is the line checked here.
+    result = CliRunner().invoke(main, ["-q", "plan", "-c", str(path)])
     assert result.exit_code == 1
     assert result.output.startswith("error: source repo org/gated is gated and your token's account has no access")
     assert result.output.count("\n") == 1 and "hf_secret_value" not in result.output

@@ -1,9 +1,8 @@
-"""``hubbot publish`` and ``hubbot serve-hub``: parsing and printing; the work is in publish.py / localhub.py."""
+"""``hubbot publish`` and ``hubbot serve-hub``: parsing and printing; the work is in hub/publish.py and testing/localhub/."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 
 import click
@@ -122,12 +121,9 @@ def publish(config_path: Path, only: tuple[str, ...], threads: int | None, as_js
 @run_safely
 def serve_hub(port: int, storage: Path, tokens_file: Path | None) -> None:
     """Run the local Hub-compatible server on 127.0.0.1 until interrupted (point HF_ENDPOINT at it)."""
-    from hubbot.testing.localhub import Account, LocalHub
+    from hubbot.testing.localhub import LocalHub, load_tokens
 
-    tokens = {}
-    if tokens_file:
-        for tok, acc in json.loads(tokens_file.read_text()).items():
-            tokens[tok] = Account(acc["user"], bool(acc.get("write", True)), tuple(acc.get("orgs", ())))
+    tokens = load_tokens(tokens_file) if tokens_file else {}
     hub = LocalHub(storage, port=port, tokens=tokens)
     click.echo(f"local hub at {hub.endpoint} storing under {hub.storage}; export HF_ENDPOINT={hub.endpoint}", err=True)
     try:
