@@ -25,7 +25,7 @@ from support.paths import DATA_DIR, EXAMPLE_DIR, REPO_ROOT
 
 from hubbot.card.html import card_html
 from hubbot.card.render import UPSTREAM_END, UPSTREAM_START, render_card, write_card
-from hubbot.card.upstream import split_front_matter
+from hubbot.card.upstream import load_upstream, split_front_matter
 from hubbot.cli import main
 from hubbot.config import load_config
 from hubbot.errors import CardError
@@ -401,7 +401,7 @@ def test_root_medgemma_ladder_renders_every_section_it_has_data_for(tmp_path):
     manifest, results = _synthetic_manifest(cfg, ROOT_BPW, 27_000_000_000)
     WorkDir(cfg.workdir).root.mkdir(parents=True)
     (tmp_path / "work" / "manifest.json").write_text(json.dumps({"version": 1, "outputs": manifest}))
-    card = render_card(cfg, upstream_path=FIXTURES / "gated-upstream.md", results=results)
+    card = render_card(cfg, upstream=load_upstream(cfg, path=FIXTURES / "gated-upstream.md"), results=results)
     assert sections(card.text) == ["How these files were made", "Layer-adaptive low-bit files",
                                    "Quality and size of every file", "Choosing a file", "Files",
                                    "Running the files", "Original model card"]
