@@ -35,6 +35,7 @@ def card_html(card: RenderedCard, model_name: str | None = None) -> str:
     rendered = markdown.markdown(body, extensions=["tables", "fenced_code"], output_format="html",
                                  extension_configs={"tables": {"use_align_attribute": True}})
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(builtin_template_dir())), autoescape=True,
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=True)
     body_html = Markup(_chart_inline(sanitize_html(rendered), card))
     return env.get_template(PREVIEW_TEMPLATE).render(model_name=model_name, front_matter=yaml_text, body=body_html)
