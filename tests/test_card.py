@@ -30,7 +30,14 @@ from hubbot.card import html as card_html_module
 from hubbot.card.html import card_html
 from hubbot.card.meta import TOOL_TAGS, subject_tags
 from hubbot.card.records import layer_rule
-from hubbot.card.render import UPSTREAM_END, UPSTREAM_START, builtin_template_dir, make_environment, render_card, write_card
+from hubbot.card.render import (
+    UPSTREAM_END,
+    UPSTREAM_START,
+    builtin_template_dir,
+    make_environment,
+    render_card,
+    write_card,
+)
 from hubbot.card.sanitize import ALLOWED_TAGS, sanitize_html
 from hubbot.card.upstream import load_upstream, split_front_matter
 from hubbot.cli import main
