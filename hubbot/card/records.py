@@ -1,0 +1,227 @@
+"""Other stages' records read into the card's typed input: manifest entries, bench results, GGUF
+headers and the config, gathered once into a ``CardInput``.
+
+Manifest entries and bench results are still plain dicts written by other stages: every ``.get``
+over them lives here, and everything after ``gather`` reads typed values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from hubbot.card.inputs import (
+    BenchSettings,
+    CardInput,
+    CardSettings,
+    Engine,
+    Fallback,
+    FileRef,
+    ImatrixFile,
+    ImatrixUse,
+    LayerRule,
+    Measurement,
+    SourceFacts,
+    TypeCount,
+    VariantRow,
+)
+from hubbot.card.upstream import UpstreamCard, load_upstream
+from hubbot.config import Config, VariantConfig
+from hubbot.config.recipes import FILE_TYPES, TENSOR_TYPES
+from hubbot.gguf_io.info import SHARD_RE, open_reader
+from hubbot.workdir import WorkDir
+
+# Quant labels the Hub and llama.cpp recognise in file names (longest first so Q4_K_M beats Q4_K).
+_LABELS = sorted({*FILE_TYPES, *TENSOR_TYPES}, key=len, reverse=True)
+# How a block selector (config/recipes.py) is shaped; the templates put each shape into words.
+_SPANS = (("edges", "edges "), ("edges", "first and last "), ("first", "first "), ("last", "last "),
+          ("middle", "middle "))
+
+
+def quant_labels(file_name: str) -> list[str]:
+    """The quant labels in a file name, e.g. ['BF16', 'Q8_0'] for 'x-bf16-q8_0.gguf'."""
+    stem = file_name.removesuffix(".gguf").upper()
+    found = []
+    for part in re.split(r"[-.]", stem):
+        if part in _LABELS and part not in found:
+            found.append(part)
+    return found
+
+
+def read_file_facts(path: Path) -> dict | None:
+    """Output/embedding types, tying and tensor-type counts read from a GGUF header; None when unreadable.
+
+    The file is the truth: the build report can disagree with it (e.g. for tensors whose type
+    an override changed), and the card describes what users download. The dict is also what
+    `hubbot ci export` stores as a manifest entry's "file_facts".
+    """
+    with contextlib.suppress(Exception):
+        reader = open_reader(path)
+        types = {t.name: t.tensor_type.name for t in reader.tensors}
+        counts: dict[str, int] = {}
+        for name in types.values():
+            counts[name] = counts.get(name, 0) + 1
+        emb = types.get("token_embd.weight")
+        out = types.get("output.weight")
+        return {"output": out or emb, "embeddings": emb, "tied": out is None and emb is not None,
+                "tensor_types": counts}
+    return None
+
+
+def layer_rule(blocks: str, roles: Iterable[str], type_: str) -> LayerRule:
+    s = " ".join(blocks.lower().split())
+    if s == "all":
+        span, amount = "all", ""
+    else:
+        span, amount = next(((kind, s[len(prefix):]) for kind, prefix in _SPANS if s.startswith(prefix)),
+                            ("depth" if "%" in s else "indices", s))
+    return LayerRule(blocks=blocks, span=span, amount=amount, roles=list(roles), type=type_)
+
+
+def _published_files(entry: dict, files: set[str] | None, fname: str) -> list[FileRef] | None:
+    """The published files of one variant: the whole file, its shards, or None when not published."""
+    if files is None or fname in files:
+        return [FileRef(fname, entry.get("size"), entry.get("sha256"))]
+    named = [n for n in files if (m := SHARD_RE.match(n)) and m.group("stem") == fname.removesuffix(".gguf")]
+    if not named:
+        return None
+    shards = {s["file"]: s for s in ((entry.get("shards") or {}).get("files") or [])}
+    return [FileRef(n, (shards.get(n) or {}).get("size"), (shards.get(n) or {}).get("sha256")) for n in sorted(named)]
+
+
+def _measurement(result: dict | None, reference_file: str | None, fname: str) -> Measurement | None:
+    if not result or not result.get("perplexity"):
+        return None
+    ppl, kld, spd = result["perplexity"], result.get("kld") or {}, result.get("speed") or {}
+    return Measurement(ppl=ppl.get("ppl"), ppl_stderr=ppl.get("stderr"), kld_mean=kld.get("mean"),
+                       kld_p99=kld.get("p99"), same_top=kld.get("same_top"), pp=spd.get("pp"), tg=spd.get("tg"),
+                       is_reference=reference_file == fname)
+
+
+def _reference_file(results: dict[str, dict]) -> str | None:
+    for r in results.values():
+        q = (r.get("settings") or {}).get("quality") or {}
+        if q.get("reference_file"):
+            return q["reference_file"]
+    return None
+
+
+def _bench_settings(results: dict[str, dict]) -> BenchSettings | None:
+    measured = [r for r in results.values() if r.get("perplexity")]
+    if not measured:
+        return None
+    first = measured[0]
+    ppl = first["perplexity"]
+    speed = next((r["speed"] for r in measured if r.get("speed")), None) or {}
+    return BenchSettings(
+        text=(first.get("text") or {}).get("name"),
+        ctx=ppl.get("ctx"), chunks=ppl.get("chunks"), tokens=ppl.get("tokens"),
+        # The reference by variant name: its whole file may be published only as shards, or not at all.
+        reference=((first.get("settings") or {}).get("quality") or {}).get("reference")
+        or (first.get("kld") or {}).get("reference") or _reference_file(results),
+        threads=speed.get("threads"), pp_tokens=speed.get("pp_tokens"), tg_tokens=speed.get("tg_tokens"))
+
+
+def _counted(raw: Any) -> list[tuple[str, int]]:
+    """(key, count) pairs of a mapping, most frequent first, then by key; none for anything else."""
+    return sorted(raw.items(), key=lambda kv: (-kv[1], kv[0])) if isinstance(raw, dict) else []
+
+
+def _fallbacks(raw: Any) -> list[Fallback]:
+    """Shape fallbacks grouped by change ('Q4_K->Q5_0': count)."""
+    counts: dict[str, int] = {}
+    for change in (raw.values() if isinstance(raw, dict) else raw or []):
+        counts[str(change)] = counts.get(str(change), 0) + 1
+    return [Fallback(k, n) for k, n in _counted(counts)]
+
+
+def _engine(raw: dict | None) -> Engine | None:
+    raw = raw or {}
+    engine = Engine(raw.get("ggml_commit"), raw.get("llama_cpp_python"), raw.get("ggml_version"))
+    return engine if engine.commit or engine.llama_cpp_python else None
+
+
+def _source(raw: dict | None) -> SourceFacts | None:
+    if not raw:
+        return None
+    return SourceFacts(raw.get("repo"), raw.get("revision"), raw.get("origin"), raw.get("sha256"))
+
+
+def _imatrix_use(raw: Any) -> ImatrixUse | None:
+    if not raw:
+        return None
+    raw = raw if isinstance(raw, dict) else {}
+    return ImatrixUse(raw.get("dataset"), raw.get("chunks"))
+
+
+def _row(v: VariantConfig, fname: str, entry: dict, published: list[FileRef], facts: dict | None,
+         result: Measurement | None) -> VariantRow:
+    return VariantRow(
+        name=v.name, file=published[0].name, whole_file=fname, files=published,
+        type=entry.get("type") or v.type, size=entry.get("size"), bpw=entry.get("bpw"),
+        n_params=entry.get("n_params"), sha256=entry.get("sha256"),
+        output=facts["output"] if facts else entry.get("output"),
+        embeddings=facts["embeddings"] if facts else entry.get("embeddings"),
+        tied=bool(facts and facts["tied"]),
+        description=entry.get("description") or v.description,
+        layers=[layer_rule(r.blocks, r.roles, r.type) for r in v.layers], recipe=v.recipe,
+        fallbacks=_fallbacks(entry.get("fallbacks")),
+        tensor_types=[TypeCount(k, n) for k, n in _counted(facts["tensor_types"] if facts else entry.get("tensor_types"))],
+        labels=quant_labels(fname), result=result,
+        engine=_engine(entry.get("engine")), source=_source(entry.get("source")),
+        imatrix_use=_imatrix_use(entry.get("imatrix")))
+
+
+def _rows(cfg: Config, manifest: dict[str, dict], results: dict[str, dict], files: set[str] | None,
+          work: WorkDir) -> list[VariantRow]:
+    """One row per published variant, in ladder order."""
+    ref_file = _reference_file(results)
+    rows = []
+    for v in cfg.variants:
+        fname = cfg.file_name(v)
+        entry = manifest.get(fname)
+        if not entry or entry.get("kind", "variant") != "variant":
+            continue
+        published = _published_files(entry, files, fname)
+        if published is None:
+            continue
+        # A job matrix's card job has the files' records (`hubbot ci export` adds "file_facts"), not the files.
+        path = work.out / fname
+        facts = read_file_facts(path) if path.is_file() else entry.get("file_facts")
+        rows.append(_row(v, fname, entry, published, facts, _measurement(results.get(fname), ref_file, fname)))
+    return rows
+
+
+def _imatrix_file(manifest: dict[str, dict], files: set[str] | None) -> ImatrixFile | None:
+    for name, e in manifest.items():
+        if e.get("kind") == "imatrix" and (files is None or name in files):
+            return ImatrixFile(name=name, size=e.get("size"), sha256=e.get("sha256"),
+                               dataset=e.get("dataset") or e.get("calibration"), chunks=e.get("chunks"),
+                               ctx=e.get("ctx"), entries=e.get("entries"))
+    return None
+
+
+def gather(cfg: Config, *, files: Iterable[str] | None = None, upstream: UpstreamCard | None = None,
+           results: dict[str, dict] | None = None) -> CardInput:
+    """The card's input for ``files`` (default: every output in the manifest).
+
+    ``upstream`` defaults to ``load_upstream(cfg)``; ``results`` (bench results keyed by file
+    name) default to what the bench stage stored.
+    """
+    work = WorkDir(cfg.workdir)
+    manifest = work.manifest.entries
+    wanted = None if files is None else list(files)
+    if results is None:
+        # Imported here: the bench stage pulls in numpy, which a card given its results never needs.
+        from hubbot.bench.run import load_results
+
+        results = load_results(cfg)
+    if upstream is None:
+        upstream = load_upstream(cfg)
+    chosen = None if wanted is None else set(wanted)
+    return CardInput(settings=CardSettings.from_config(cfg), rows=_rows(cfg, manifest, results, chosen, work),
+                     imatrix=_imatrix_file(manifest, chosen), bench=_bench_settings(results),
+                     upstream=upstream, published=list(manifest) if wanted is None else wanted)
