@@ -32,7 +32,8 @@ from support.paths import REPO_ROOT
 from hubbot.cli import main
 from hubbot.config import load_config
 from hubbot.errors import HubError
-from hubbot.hub.publish import publish_project
+from hubbot.hub.push import PushOptions
+from hubbot.pipeline import publish_project
 
 REPO = f"{USER}/tiny-GGUF"
 
@@ -42,7 +43,9 @@ def project(tmp_path: Path, source: Path, **kw) -> Path:
 
 
 def run(cfg_path: Path, hub, **kw) -> dict:
-    return publish_project(load_config(cfg_path), skip_bench=True, endpoint=hub.endpoint, **kw)
+    """Publish to ``hub``; the summary as ``hubbot publish --json`` prints it."""
+    options = PushOptions(endpoint=hub.endpoint, **kw)
+    return publish_project(load_config(cfg_path), skip_bench=True, options=options).to_json()
 
 
 def titles(hub, repo=REPO, rev="main") -> list[str]:
@@ -84,7 +87,8 @@ def test_first_publish_then_unchanged_publish_makes_no_commit_and_reads_nothing(
         # The push (diff, hashing, upload) must not open a GGUF; the card may parse headers.
         caller = sys._getframe(1).f_globals.get("__name__", "")
         if (str(file).startswith(str(out)) and str(file).endswith(".gguf")
-                and caller.startswith(("hubbot.publish", "hubbot.workdir", "hubbot.shard", "huggingface_hub"))):
+                and caller.startswith(("hubbot.hub", "hubbot.pipeline", "hubbot.workdir", "hubbot.gguf_io.shard",
+                                   "huggingface_hub"))):
             opened.append(f"{caller}: {file}")
         return real_open(file, *a, **k)
 
