@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -249,6 +248,13 @@ def test_dropped_connection_is_retried_then_reported_as_lost(tmp_path, tiny_gguf
     assert line.startswith(f"error: lost the connection to {dropping_server.endpoint} while reading the repo "
                            "(dropped), also after retries") and "rerun to resume" in line
     assert len(fast_retries) == 5 and dropping_server.connections >= 6
+
+
+def test_dropped_connection_while_fetching_a_source_is_one_line(tmp_path, dropping_server):
+    src = write_config(tmp_path / "s", HUB_SOURCE)
+    line = error_line(invoke(["plan", "-c", str(src)], {"HF_ENDPOINT": dropping_server.endpoint}))
+    assert line.startswith(f"error: lost the connection to {dropping_server.endpoint} while fetching org/tiny "
+                           "(dropped): check the network, then rerun")
 
 
 def test_endpoint_precedence(monkeypatch):
