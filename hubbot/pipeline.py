@@ -22,9 +22,10 @@ from hubbot.card.upstream import UpstreamCard, load_upstream
 from hubbot.config import Config
 from hubbot.errors import HubError
 from hubbot.hub.client import hub_endpoint
-from hubbot.hub.local import card_files, ladder_files
+from hubbot.hub.local import LocalFile, card_files, ladder_files
 from hubbot.hub.push import CardMaker, PushOptions, PushTarget, files_on_hub, push
 from hubbot.hub.release import MergeError
+from hubbot.hub.summary import PublishSummary
 from hubbot.hub.token import hub_token
 from hubbot.workdir import WorkDir
 
@@ -45,7 +46,7 @@ def _target(cfg: Config, upstream: UpstreamCard | None) -> PushTarget:
 
 def _card_maker(cfg: Config, work: WorkDir, upstream: UpstreamCard | None) -> CardMaker:
     """Render the card for the final ladder file names into out/; README.md plus the assets it writes."""
-    def make(names: list[str]) -> list:
+    def make(names: list[str]) -> list[LocalFile]:
         written = write_card(cfg, files=names, upstream_path=upstream.origin if upstream else None)
         return card_files(written, work.out)
 
@@ -61,7 +62,7 @@ def _build_and_bench(cfg: Config, only: list[str] | None, skip_bench: bool, thre
 
 
 def publish_project(cfg: Config, *, only: Iterable[str] | None = None, skip_bench: bool = False,
-                    threads: int | None = None, options: PushOptions = PushOptions()):
+                    threads: int | None = None, options: PushOptions = PushOptions()) -> PublishSummary:
     """Build, benchmark, render the card and push; the push's PublishSummary.
 
     Local stages run in a dry run as well (they write nothing to the Hub), so the dry run can
@@ -78,7 +79,7 @@ def publish_project(cfg: Config, *, only: Iterable[str] | None = None, skip_benc
 
 
 def publish_files(cfg: Config, only: Sequence[str], *, skip_bench: bool = False, threads: int | None = None,
-                  options: PushOptions = PushOptions()):
+                  options: PushOptions = PushOptions()) -> PublishSummary:
     """A matrix job's upload: build and bench ``only`` (skipping what is up to date), then push their
     files (and the imatrix) without README.md, which the card job pushes once every job is done."""
     if not only:
@@ -93,7 +94,7 @@ def publish_files(cfg: Config, only: Sequence[str], *, skip_bench: bool = False,
     return summary
 
 
-def publish_card(cfg: Config, options: PushOptions = PushOptions()):
+def publish_card(cfg: Config, options: PushOptions = PushOptions()) -> PublishSummary:
     """Render the card from the merged results and push README.md (the card job's upload).
 
     Only files the remote lists with the sha256 the jobs recorded count as published: a variant
