@@ -31,12 +31,15 @@ os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
 os.environ.setdefault("HUBBOT_NO_PROGRESS", "1")
 
 from hubbot.build.run import build
+from hubbot.card.render import write_card
 from hubbot.config import load_config
-from hubbot.hub.publish import card_files, ladder_files, publish_project, push
+from hubbot.hub.local import card_files, ladder_files
+from hubbot.hub.push import PushOptions, PushTarget, push
+from hubbot.pipeline import publish_project
 from hubbot.testing.localhub import LocalHub
 from hubbot.workdir import WorkDir
 
-PUSH_MODULES = ("hubbot.publish", "hubbot.workdir", "hubbot.shard", "huggingface_hub")
+PUSH_MODULES = ("hubbot.hub", "hubbot.pipeline", "hubbot.workdir", "hubbot.gguf_io.shard", "huggingface_hub")
 
 
 def rchar() -> int:
@@ -71,11 +74,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
 
-    from hubfixtures import source_alias
     from support.fixtures import _expanded_source
 
     tmp = Path(tempfile.mkdtemp(prefix="hubbot-bench-publish-"))
-    src = source_alias(_expanded_source("bf16"), tmp / "src")
+    src = _expanded_source("bf16")
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
     variants = "".join(f"  - name: {n}\n    type: {n.upper()}\n" for n in names)
     cfg_path = tmp / "variants.yaml"
@@ -86,6 +88,10 @@ def main() -> None:
     build(cfg)
     work = WorkDir(cfg.workdir)
     files = ladder_files(cfg, work)
+    target = PushTarget.from_config(cfg)
+
+    def make_card(names: list[str]) -> list:
+        return card_files(write_card(cfg, files=names), work.out)
     total = sum(f.size for f in files)
 
     from huggingface_hub import __version__ as hf_version
@@ -96,15 +102,15 @@ def main() -> None:
 
     with LocalHub(tmp / "hub") as hub:
         t0 = time.perf_counter()
-        first = push(cfg, files, lambda n: card_files(cfg, work, n), endpoint=hub.endpoint)
+        options = PushOptions(endpoint=hub.endpoint)
+        first = push(target, files, make_card, options)
         dt = time.perf_counter() - t0
-        print(f"first publish: {dt:.2f} s, {first['bytes'] / 1e6:.0f} MB sent, "
+        print(f"first publish: {dt:.2f} s, {first.bytes_sent / 1e6:.0f} MB sent, "
               f"{hub.bytes_received / 1e6 / dt:.1f} MB/s end to end (server received {hub.bytes_received / 1e6:.0f} MB)")
 
         for label, fn in (
-            ("unchanged push only", lambda: push(cfg, ladder_files(cfg, work), lambda n: card_files(cfg, work, n),
-                                                 endpoint=hub.endpoint)),
-            ("unchanged publish_project", lambda: publish_project(cfg, skip_bench=True, endpoint=hub.endpoint)),
+            ("unchanged push only", lambda: push(target, ladder_files(cfg, work), make_card, options)),
+            ("unchanged publish_project", lambda: publish_project(cfg, skip_bench=True, options=options)),
         ):
             times, reads, opens = [], [], 0
             before_recv, before_req = hub.bytes_received, sum(hub.requests.values())
@@ -115,7 +121,7 @@ def main() -> None:
                 times.append(time.perf_counter() - t0)
                 reads.append(rchar() - r0)
                 opens += spy.count
-                assert s["commits"] == [] and s["bytes"] == 0, s
+                assert s.commits == [] and s.bytes_sent == 0, s
             reqs = (sum(hub.requests.values()) - before_req) / args.reps
             print(f"{label}: median {statistics.median(times):.2f} s over {args.reps} runs, {reqs:.0f} requests, "
                   f"server received {hub.bytes_received - before_recv} B, process read "

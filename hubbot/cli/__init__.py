@@ -13,6 +13,7 @@ import click
 
 from hubbot import __version__
 from hubbot.cli import bench, build, card, ci, imatrix, inspect, plan, publish
+from hubbot.hub.token import install_redaction
 from hubbot.progress import set_quiet
 
 
@@ -28,6 +29,8 @@ def main(quiet: bool, verbose: bool) -> None:
     # Libraries' own chatter (gguf's writer summary, httpx requests) only with --verbose.
     for noisy in ("gguf", "httpx", "httpx2", "huggingface_hub", "filelock"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # Whatever hubbot or a library logs or a traceback shows, the Hub token is not in it.
+    install_redaction()
 
 
 # The order of `hubbot --help`'s command list is click's (alphabetical); this is the pipeline's.

@@ -16,6 +16,7 @@ import click
 
 from hubbot.config import Config, load_config
 from hubbot.errors import HubbotError
+from hubbot.hub.token import redact
 
 
 def run_safely(fn):
@@ -28,7 +29,7 @@ def run_safely(fn):
         except HubbotError as exc:
             if os.environ.get("HUBBOT_DEBUG"):
                 raise
-            click.echo(f"error: {exc}", err=True)
+            click.echo(redact(f"error: {exc}"), err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("error: interrupted; rerun the same command to resume", err=True)

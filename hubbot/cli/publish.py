@@ -1,54 +1,54 @@
-"""``hubbot publish`` and ``hubbot serve-hub``: parsing and printing; the work is in hub/publish.py and testing/localhub/."""
+"""``hubbot publish`` and ``hubbot serve-hub``: parsing and printing; the work is in hubbot.pipeline and testing/localhub/."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from pathlib import Path
 
 import click
 
 from hubbot.cli.options import config_option, echo_json, json_option, load, only_option, run_safely, threads_option
+from hubbot.hub.push import PushOptions
+from hubbot.hub.summary import PublishSummary
 from hubbot.workdir import human_bytes
 
 
-def render_summary(s: dict) -> str:
+def render_summary(s: PublishSummary) -> str:
     """The human summary of a publish (or the plan of a dry run)."""
+    p = s.plan
     lines = []
-    dry = s["dry_run"]
-    where = f"{s['endpoint']}/{s['repo']}"
-    if s["created_repo"]:
-        lines.append(f"{'would create' if dry else 'created'} repo {s['repo']} at {s['endpoint']}"
-                     + (" (private)" if s.get("private") else ""))
-    if s.get("created_branch"):
-        lines.append(f"{'would create' if dry else 'created'} branch {s['revision']} from main")
-    if s["gating"] is not None:
-        lines.append(f"{'would set' if dry else 'set'} gating: {s['gating']}")
-    for c in s["changes"]:
-        lines.append(f"  {c['action']:9} {c['file']}  {human_bytes(c['size'])}")
-    for name in s["deleted"]:
+    dry = s.dry_run
+    where = f"{p.endpoint}/{p.repo}"
+    if p.created_repo:
+        lines.append(f"{'would create' if dry else 'created'} repo {p.repo} at {p.endpoint}"
+                     + (" (private)" if p.private else ""))
+    if p.created_branch:
+        lines.append(f"{'would create' if dry else 'created'} branch {p.revision} from main")
+    if p.gating is not None:
+        lines.append(f"{'would set' if dry else 'set'} gating: {p.gating}")
+    for c in p.changes:
+        lines.append(f"  {c.action:9} {c.name}  {human_bytes(c.size)}")
+    for name in p.deletes:
         lines.append(f"  {'delete':9} {name}")
-    for name in s.get("not_pruned") or []:
+    for name in p.not_pruned:
         lines.append(f"  {'kept':9} {name}  (left the ladder; --prune deletes it)")
-    counts = (f"{len(s['added'])} added, {len(s['updated'])} updated, {len(s['unchanged'])} unchanged, "
-              f"{len(s['deleted'])} deleted")
-    if s["dry_run"]:
-        commits = int(bool([c for c in s["changes"] if c["action"] != "unchanged" and c["file"] != "README.md"
-                            and not c["file"].startswith("images/")]))
-        card = any(c["action"] != "unchanged" and c["file"] == "README.md" for c in s["changes"]) or s["deleted"]
-        commits += int(bool(card))
-        lines.append(f"dry run: {counts}; would upload {human_bytes(s['upload_bytes_planned'])} in "
-                     f"{commits} commit(s){' as a pull request' if s.get('create_pr') else ''} to {where}"
-                     + (f" and tag {s['tag_planned']}" if s.get("tag_planned") else "") + "; nothing was written")
+    counts = (f"{len(p.named('add'))} added, {len(p.named('update'))} updated, {len(p.named('unchanged'))} unchanged, "
+              f"{len(p.deletes)} deleted")
+    if dry:
+        lines.append(f"dry run: {counts}; would upload {human_bytes(p.upload_bytes)} in "
+                     f"{p.commits} commit(s){' as a pull request' if s.create_pr else ''} to {where}"
+                     + (f" and tag {s.tag_planned}" if s.tag_planned else "") + "; nothing was written")
         return "\n".join(lines)
-    lines.append(f"{counts}; uploaded {human_bytes(s['bytes'])}")
-    if s["pr_url"]:
-        lines.append(f"pull request: {s['pr_url']}")
-    if s["commit_url"]:
-        lines.append(f"commit: {s['commit_url']}")
+    lines.append(f"{counts}; uploaded {human_bytes(s.bytes_sent)}")
+    if s.pr_url:
+        lines.append(f"pull request: {s.pr_url}")
+    if s.commit_url:
+        lines.append(f"commit: {s.commit_url}")
     else:
         lines.append(f"nothing changed: no commit made ({where})")
-    if s["tag"]:
-        lines.append(f"tag: {s['tag']}")
+    if s.tag:
+        lines.append(f"tag: {s.tag}")
     return "\n".join(lines)
 
 
@@ -74,37 +74,34 @@ def publish(config_path: Path, only: tuple[str, ...], threads: int | None, as_js
 
     Token: HF_TOKEN or the stored `hf auth login`. Endpoint: HF_ENDPOINT or target.endpoint.
     """
-    from hubbot.hub.publish import publish_project
+    from hubbot import pipeline
+    from hubbot.hub.release import check_split_options
 
+    # Every flag check first: nothing is built for a command that cannot be carried out.
+    if no_card or card_only:
+        check_split_options(only, no_card, card_only, create_pr, prune, tag)
+    options = PushOptions(dry_run=dry_run, create_pr=create_pr, revision=revision, tag=tag, prune=prune)
+    options.check()
     cfg = load(config_path)
     with contextlib.ExitStack() as stack:
-        endpoint = None
         storage = None
         if local_hub:
             from hubbot.testing.localhub import LocalHub
 
             storage = cfg.workdir / "localhub"
             hub = stack.enter_context(LocalHub(storage))
-            endpoint = hub.endpoint
-        if no_card or card_only:
-            # The job-matrix halves of a publish (see hubbot/merge.py and .github/workflows/release.yml).
-            from hubbot.hub.release import check_split_options, publish_card, publish_files
-
-            check_split_options(only, no_card, card_only, create_pr, prune, tag)
-            if card_only:
-                summary = publish_card(cfg, dry_run=dry_run, revision=revision, tag=tag, prune=prune, endpoint=endpoint)
-            else:
-                summary = publish_files(cfg, only, skip_bench=skip_bench, threads=threads, dry_run=dry_run,
-                                        revision=revision, endpoint=endpoint)
+            options = dataclasses.replace(options, endpoint=hub.endpoint)
+        if card_only:
+            # The job-matrix halves of a publish (see hubbot/hub/release.py and .github/workflows/release.yml).
+            summary = pipeline.publish_card(cfg, options)
+        elif no_card:
+            summary = pipeline.publish_files(cfg, only, skip_bench=skip_bench, threads=threads, options=options)
         else:
-            summary = publish_project(cfg, only=only, skip_bench=skip_bench, threads=threads, dry_run=dry_run,
-                                      create_pr=create_pr, revision=revision, tag=tag, prune=prune, endpoint=endpoint)
-        summary["create_pr"] = create_pr
-        summary["tag_planned"] = tag if dry_run else None
+            summary = pipeline.publish_project(cfg, only=only, skip_bench=skip_bench, threads=threads, options=options)
         if storage is not None:
-            summary["local_hub"] = str(storage)
+            summary.local_hub = str(storage)
     if as_json:
-        echo_json(summary)
+        echo_json(summary.to_json())
         return
     click.echo(render_summary(summary))
     if storage is not None:

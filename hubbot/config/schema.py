@@ -109,6 +109,11 @@ class TargetConfig(Strict):
     @field_validator("repo")
     @classmethod
     def _repo_id(cls, v: str) -> str:
+        bad = sorted({c for c in v if not (c.isascii() and (c.isalnum() or c in "-_./"))})
+        if bad:
+            shown = " ".join(repr(c) for c in bad)
+            raise ValueError(f"target repo {v!r} contains characters a Hub repo name cannot have ({shown}): "
+                             "use letters, digits, '-', '_' and '.' in 'owner/name'")
         if not re.match(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", v):
             raise ValueError(f"target repo {v!r} is not of the form 'owner/name'")
         return v

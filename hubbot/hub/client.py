@@ -1,33 +1,39 @@
 """The one place hubbot makes a Hub client, retries what the client does not, and explains failures.
 
-* ``make_api`` is the single, patchable ``HfApi`` factory (token and endpoint resolved here);
+* ``make_api`` is the single ``HfApi`` factory, for source downloads and publishing alike (endpoint
+  resolved and checked here, token from ``hubbot.hub.token``);
 * ``with_retries`` retries the calls ``huggingface_hub`` sends once (commit, create_repo, settings,
-  tag, branch) on 408/429/5xx and dropped connections, honouring ``Retry-After`` and ``RateLimit``;
-* ``hub_error`` / ``hub_errors`` turn client exceptions into one-line ``HubError``s saying what to do;
+  tag, branch) on 408/429/5xx and on connections that dropped or timed out, honouring
+  ``Retry-After`` and ``RateLimit``; a refused connection or a bad address is never retried;
+* ``hub_error`` / ``hub_errors`` turn client exceptions into one line saying what to do: a
+  ``SourceError`` worded for fetching the source (``role="source"``) or a ``HubError`` worded for
+  publishing to the target (``role="target"``); the words are in ``hubbot.hub.messages``;
 * ``download_file`` fetches one file pinned to the commit it resolved to.
 
-The token is never logged, printed or put in a message: ``redact`` scrubs it from any text built
-from a server response as a last line of defence.
+The token is never logged, printed or put in a message (see ``hubbot.hub.token``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import random
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from hubbot import __version__
-from hubbot.errors import HubbotError, HubError
+from hubbot.errors import HubbotError, HubError, SourceError
+from hubbot.hub.messages import source_message, target_message
+from hubbot.hub.token import hub_token, redact, remember_secret, token_is_set
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
-
-    from hubbot.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -40,34 +46,56 @@ RETRY_MAX_SECONDS = 60.0
 # Never wait longer than this for a rate-limit window, whatever the server says.
 RATE_LIMIT_MAX_SECONDS = 600.0
 sleep: Callable[[float], None] = time.sleep
+# Connection failures that another attempt cannot mend: retrying them only delays the message.
+FINAL_FAILURES = frozenset({"connection refused", "unknown host", "not a valid URL", "offline mode (HF_HUB_OFFLINE)",
+                            "request could not be sent"})
 
 T = TypeVar("T")
+Role = Literal["source", "target"]
 
 
-def hub_token() -> str | None:
-    """The token to use: ``HF_TOKEN`` (or the legacy name), else the stored ``hf auth login``; never logged."""
-    if tok := os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN"):
-        return tok.strip() or None
-    # huggingface_hub reads HF_HOME at import; read it now so a changed environment is honoured.
-    home = Path(os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface")
-    path = Path(os.environ.get("HF_TOKEN_PATH") or home / "token").expanduser()
-    with contextlib.suppress(OSError):
-        return path.read_text().strip() or None
-    return None
+# --- the client -------------------------------------------------------------------------------
+
+def _configured_endpoint(settings: Any) -> str | None:
+    """``target.endpoint`` of a Config, or ``endpoint`` of its TargetConfig."""
+    return getattr(getattr(settings, "target", settings), "endpoint", None)
 
 
-def hub_endpoint(cfg: Config | None = None, endpoint: str | None = None) -> str:
-    """The Hub URL: an explicit ``endpoint``, else ``HF_ENDPOINT``, else ``target.endpoint``, else huggingface.co."""
-    chosen = endpoint or os.environ.get("HF_ENDPOINT") or (cfg.target.endpoint if cfg is not None else None)
-    return (chosen or DEFAULT_ENDPOINT).rstrip("/")
+def hub_endpoint(settings: Any = None, endpoint: str | None = None) -> str:
+    """The Hub URL: an explicit ``endpoint``, else ``HF_ENDPOINT``, else ``target.endpoint`` of
+    ``settings`` (a Config or its TargetConfig), else huggingface.co; HubError when it is not an http(s) URL."""
+    for origin, value in (("the endpoint given", endpoint), ("HF_ENDPOINT", os.environ.get("HF_ENDPOINT")),
+                          ("target.endpoint", _configured_endpoint(settings))):
+        if value and value.strip():
+            check_endpoint(value.strip(), origin)
+            return value.strip().rstrip("/")
+    return DEFAULT_ENDPOINT
 
 
-def make_api(cfg: Config | None = None, *, endpoint: str | None = None, token: str | None = None) -> HfApi:
-    """An ``HfApi`` for ``endpoint`` (see ``hub_endpoint``) with ``token`` or the resolved one."""
+def check_endpoint(url: str, origin: str) -> None:
+    """HubError unless ``url`` is an http:// or https:// address with a host (and a valid port)."""
+    problem = None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port out of range)
+    except ValueError as exc:
+        problem = str(exc)
+    else:
+        if parts.scheme not in ("http", "https"):
+            problem = "it does not start with http:// or https://"
+        elif not parts.hostname:
+            problem = "it names no host"
+    if problem:
+        raise HubError(f"{origin} {url!r} is not a Hub address ({problem}): set it to a URL such as {DEFAULT_ENDPOINT}")
+
+
+def make_api(settings: Any = None, *, endpoint: str | None = None, token: str | None = None) -> HfApi:
+    """An ``HfApi`` for ``endpoint`` (see ``hub_endpoint``) with ``token`` or the configured one."""
     from huggingface_hub import HfApi
 
-    url = hub_endpoint(cfg, endpoint)
+    url = hub_endpoint(settings, endpoint)
     _sync_xet(url)
+    remember_secret(token)
     return HfApi(endpoint=url, token=token if token is not None else hub_token(),
                  library_name="hubbot", library_version=__version__)
 
@@ -78,8 +106,6 @@ def _sync_xet(endpoint: str) -> None:
     huggingface_hub reads HF_HUB_DISABLE_XET once at import; hubbot re-reads it here so the
     setting a run starts with is the one used.
     """
-    from urllib.parse import urlsplit
-
     from huggingface_hub import constants
 
     host = urlsplit(endpoint).hostname or ""
@@ -88,42 +114,65 @@ def _sync_xet(endpoint: str) -> None:
         constants.HF_HUB_DISABLE_XET = True
 
 
-def redact(text: str, token: str | None = None) -> str:
-    """``text`` with the current token (and ``token``) replaced by ``***``."""
-    for secret in {token, hub_token()}:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
-
+# --- what went wrong ----------------------------------------------------------------------------
 
 def _status(exc: BaseException) -> int | None:
     response = getattr(exc, "response", None)
     return getattr(response, "status_code", None)
 
 
-def _is_connection_error(exc: BaseException) -> bool:
-    """A dropped or refused connection or a timeout (httpx2 classes, checked by name to avoid importing it)."""
-    names = {c.__name__ for c in type(exc).__mro__}
-    return bool(names & {"TimeoutException", "NetworkError", "RemoteProtocolError", "ConnectError",
-                         "ReadError", "WriteError", "ProtocolError", "TransportError"}) or isinstance(exc, ConnectionError)
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions behind it (cause, else context), a few levels deep."""
+    out: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and len(out) < 8 and cur not in out:
+        out.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return out
+
+
+def connection_failure(exc: BaseException) -> str | None:
+    """Why a request got no answer ('connection refused', 'unknown host', 'not a valid URL', 'timed out',
+    'dropped', ...), or None when the failure was not on the connection (httpx2 classes checked by name)."""
+    kinds = []
+    for e in _chain(exc):
+        names = {c.__name__ for c in type(e).__mro__}
+        if isinstance(e, ConnectionRefusedError) or getattr(e, "errno", None) == errno.ECONNREFUSED:
+            return "connection refused"
+        if isinstance(e, socket.gaierror):
+            temporary = e.errno in (getattr(socket, "EAI_AGAIN", -3),)
+            return "name lookup failed" if temporary else "unknown host"
+        if names & {"UnsupportedProtocol", "InvalidURL"}:
+            return "not a valid URL"
+        if "OfflineModeIsEnabled" in names:
+            return "offline mode (HF_HUB_OFFLINE)"
+        if "LocalProtocolError" in names:
+            return "request could not be sent"
+        if "TimeoutException" in names or isinstance(e, TimeoutError):
+            kinds.append("timed out")
+        elif names & {"NetworkError", "RemoteProtocolError", "ProtocolError", "TransportError"} or isinstance(
+                e, ConnectionError):
+            kinds.append("dropped")
+    return kinds[0] if kinds else None
 
 
 def _root(exc: BaseException) -> BaseException:
     """The HTTP or connection error behind wrappers such as the client's ``RuntimeError('Error while uploading')``."""
     seen = 0
-    while seen < 5 and exc.__cause__ is not None and _status(exc) is None and not _is_connection_error(exc):
+    while seen < 5 and exc.__cause__ is not None and _status(exc) is None and connection_failure(exc) is None:
         exc = exc.__cause__
         seen += 1
     return exc
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """True for 408/429/5xx answers and for dropped connections and timeouts."""
-    exc = _root(exc)
-    status = _status(exc)
+    """True for 408/429/5xx answers and for connections that dropped or timed out."""
+    root = _root(exc)
+    status = _status(root)
     if status is not None:
         return status in RETRY_STATUS
-    return _is_connection_error(exc)
+    failure = connection_failure(root)
+    return failure is not None and failure not in FINAL_FAILURES
 
 
 def retry_delay(exc: BaseException, attempt: int) -> float:
@@ -171,69 +220,74 @@ def with_retries(fn: Callable[[], T], what: str, *, attempts: int | None = None,
     raise AssertionError("unreachable")
 
 
-def hub_error(exc: BaseException, *, repo: str, action: str, endpoint: str | None = None,
-              revision: str | None = None) -> HubError:
-    """One actionable line for a failed Hub call ``action`` (e.g. 'uploading model-Q4_K_M.gguf') on ``repo``."""
+def _kind(exc: BaseException) -> str:
+    """What failed, in the terms the messages use (shared by the source and the target wording)."""
     from huggingface_hub import errors as hf
 
-    exc = _root(exc)
-    where = (endpoint or DEFAULT_ENDPOINT).rstrip("/")
-    has_token = hub_token() is not None
-    status = _status(exc)
-    owner = repo.split("/")[0]
+    if isinstance(exc, hf.HFValidationError):
+        return "invalid-id"
     if isinstance(exc, hf.GatedRepoError):
-        msg = (f"{repo} is gated and your account has no access (while {action}): request access at {where}/{repo} "
-               "and wait for approval, or use a token of an account that has it")
-    elif isinstance(exc, hf.RevisionNotFoundError):
-        msg = f"revision {revision!r} not found in {repo} (while {action}): use an existing branch, or omit --revision"
-    elif isinstance(exc, hf.RepositoryNotFoundError) and status != 401:
-        msg = (f"repo {repo} not found at {where} or your token cannot see it (while {action}): check target.repo, "
-               f"and that the token's account owns or can write to {owner!r}")
-    elif status == 401:
-        msg = (f"the Hub at {where} rejected the token (401) while {action}: set HF_TOKEN to a valid token or run "
-               "`hf auth login`" if has_token else
-               f"no Hub token is set and {where} needs one (401) for {action}: set HF_TOKEN or run `hf auth login` "
-               "with a token that has write access")
-    elif status == 403:
-        msg = (f"your token may not write to {repo} (403) while {action}: use a token with write access to "
-               f"{owner!r} (a 'write' token, or a fine-grained one with write permission on that repo)")
-    elif status == 412:
-        msg = f"{repo} changed while hubbot was {action} (412): rerun to publish on top of the new state"
-    elif status == 429:
-        msg = (f"the Hub kept rate-limiting requests (429) while {action}: wait a few minutes and rerun; "
-               "uploaded files are kept and the run resumes")
-    elif status is not None and status >= 500:
-        msg = (f"the Hub failed (HTTP {status}) while {action}, also after retries: rerun later; uploaded files are "
-               "kept and the run resumes")
-    elif _is_connection_error(exc):
-        msg = (f"lost the connection to {where} while {action} ({type(exc).__name__}): check the network or "
-               "HF_ENDPOINT, then rerun to resume")
-    elif status is not None:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        msg = f"the Hub refused {action} on {repo} (HTTP {status}: {first})"
-    else:
-        msg = f"{action} on {repo} failed: {type(exc).__name__}: {exc}"
-    return HubError(redact(msg))
+        return "gated"
+    if isinstance(exc, hf.RevisionNotFoundError):
+        return "revision"
+    if isinstance(exc, hf.RepositoryNotFoundError):
+        return "repo"
+    if isinstance(exc, hf.LocalEntryNotFoundError) or connection_failure(exc) in FINAL_FAILURES:
+        return "unreachable"  # also a download that found no way to the Hub and nothing cached
+    if isinstance(exc, hf.EntryNotFoundError):
+        return "file"
+    if _status(exc) is not None:
+        return "status"
+    if connection_failure(exc) is not None:
+        return "lost"
+    return "other"
+
+
+def hub_error(exc: BaseException, *, repo: str, action: str, endpoint: str | None = None,
+              revision: str | None = None, role: Role = "target", filename: str | None = None) -> HubbotError:
+    """One actionable line for a failed Hub call: a SourceError for ``role='source'`` (fetching ``repo``,
+    ``filename`` when one file), else a HubError for ``action`` (e.g. 'uploading model-Q4_K_M.gguf') on ``repo``."""
+    root = _root(exc)
+    kind = _kind(root)
+    where = (endpoint or DEFAULT_ENDPOINT).rstrip("/")
+    why = connection_failure(root) or "no connection"
+    has_token = token_is_set()
+    if role == "source":
+        return SourceError(redact(source_message(root, kind, _status(root), has_token, repo, where, revision, filename,
+                                                 why)))
+    return HubError(redact(target_message(root, kind, _status(root), has_token, repo, action, where, revision, why)))
 
 
 @contextlib.contextmanager
-def hub_errors(repo: str, action: str, endpoint: str | None = None, revision: str | None = None) -> Iterator[None]:
-    """Turn Hub and connection failures inside the block into one-line ``HubError``s."""
+def hub_errors(repo: str, action: str, endpoint: str | None = None, revision: str | None = None, *,
+               role: Role = "target", filename: str | None = None) -> Iterator[None]:
+    """Turn Hub and connection failures inside the block into one-line errors (see ``hub_error``).
+
+    Other exceptions pass unchanged, except that on the source side any OS error but a full disk
+    is explained too (a download writes into the cache as it reads from the network).
+    """
     try:
         yield
     except HubbotError:
         raise
     except Exception as exc:
         root = _root(exc)
-        if _status(root) is None and not _is_connection_error(root) and not _is_hf_error(root):
-            raise
-        raise hub_error(exc, repo=repo, action=action, endpoint=endpoint, revision=revision) from None
+        if _status(root) is None and connection_failure(root) is None and not _is_hf_error(root):
+            if role != "source" or not isinstance(exc, OSError) or _disk_full(exc):
+                raise
+        raise hub_error(exc, repo=repo, action=action, endpoint=endpoint, revision=revision, role=role,
+                        filename=filename) from None
+
+
+def _disk_full(exc: OSError) -> bool:
+    return exc.errno == errno.ENOSPC or "No space left" in str(exc)
 
 
 def _is_hf_error(exc: BaseException) -> bool:
     from huggingface_hub import errors as hf
 
-    return isinstance(exc, (hf.HfHubHTTPError, hf.RepositoryNotFoundError, hf.GatedRepoError))
+    return isinstance(exc, (hf.HfHubHTTPError, hf.RepositoryNotFoundError, hf.GatedRepoError, hf.EntryNotFoundError,
+                            hf.HFValidationError))
 
 
 def download_file(repo: str, file: str, revision: str | None = None, endpoint: str | None = None, *,

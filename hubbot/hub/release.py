@@ -11,8 +11,8 @@ variant per job. The pieces that make the spread version equal to the single-mac
   ``actions/upload-artifact`` can carry. The GGUF files themselves go to the Hub from the job;
 - ``merge_results(cfg, folders)``: the card job's side: the union of the jobs' folders written
   into ``cfg.workdir``; two jobs that recorded the same file with different content are an error;
-- ``publish_card(cfg, ...)``: render the card from the merged results and push README.md,
-  naming only files the remote listing shows with the sha256 the jobs recorded.
+- ``check_split_options``: the flag combinations the two halves of a split publish accept; the
+  halves themselves (``publish_files``, ``publish_card``) are in ``hubbot.pipeline``.
 
 Folder layout (one per job, the same as a work directory's)::
 
@@ -147,7 +147,7 @@ def _comparable(entry: dict) -> dict:
 def _read_folder(folder: Path) -> dict[str, dict]:
     path = folder / "manifest.json"
     if not path.is_file():
-        raise MergeError(f"{folder} holds no manifest.json; pass the folders `hubbot export-results` wrote")
+        raise MergeError(f"{folder} holds no manifest.json; pass the folders `hubbot ci export` wrote")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         entries = dict(data["outputs"])
@@ -221,53 +221,3 @@ def check_split_options(only: Sequence[str], no_card: bool, card_only: bool, cre
         raise MergeError("--create-pr opens one pull request per publish; the job matrix commits to a branch instead (--revision)")
     if no_card and (prune or tag):
         raise MergeError("--prune and --tag belong to the card job (--card-only), which sees the whole ladder")
-
-
-def publish_files(cfg: Config, only: Sequence[str], *, skip_bench: bool = False, threads: int | None = None,
-                  **push_options: Any) -> dict[str, Any]:
-    """A matrix job's upload: build and bench ``only`` (skipping what is up to date), then push their
-    files (and the imatrix) without README.md, which the card job pushes once every job is done."""
-    from hubbot.build.run import build
-    from hubbot.hub.publish import ladder_files, push
-
-    if not only:
-        raise MergeError("a files-only publish needs --only NAME: the variants this job built")
-    results = build(cfg, only=list(only), threads=threads)
-    if not skip_bench:
-        from hubbot.bench.run import run_bench
-
-        run_bench(cfg, only=list(only), threads=threads)
-    work = WorkDir(cfg.workdir).prepare()
-    files = ladder_files(cfg, work, list(only))
-    summary = push(cfg, files, None, **push_options)
-    summary["built"] = [r.file for r in results if r.status == "built"]
-    return summary
-
-
-def publish_card(cfg: Config, *, endpoint: str | None = None, token: str | None = None,
-                 revision: str | None = None, **push_options: Any) -> dict[str, Any]:
-    """Render the card from the merged results and push README.md (the card job's upload).
-
-    Only files the remote lists with the sha256 the jobs recorded count as published: a variant
-    whose job failed before its upload is left out of the card (and logged), never named.
-    """
-    from hubbot.hub.client import make_api
-    from hubbot.hub.publish import LocalFile, PushContext, card_files, push, read_remote
-
-    work = WorkDir(cfg.workdir).prepare()
-    api = make_api(cfg, endpoint=endpoint, token=token)
-    ctx = PushContext(cfg, api, cfg.target.repo, api.endpoint, revision or "main", False)
-    remote = read_remote(ctx)
-    files: list[LocalFile] = []
-    for name, entry in work.manifest.entries.items():
-        r = remote.files.get(name)
-        if r is not None and r.sha256 == entry.get("sha256") and r.size == entry.get("size"):
-            role = "imatrix" if entry.get("kind") == "imatrix" else "variant"
-            files.append(LocalFile(name, work.out / name, entry["size"], entry["sha256"], role))
-        else:
-            log.warning("%s is not on %s as built (its job failed or did not upload); the card leaves it out",
-                        name, cfg.target.repo)
-    summary = push(cfg, files, lambda names: card_files(cfg, work, names), endpoint=endpoint, token=token,
-                   revision=revision, **push_options)
-    summary["published"] = sorted(f.name for f in files)
-    return summary

@@ -2,8 +2,8 @@
 
 Everything goes through ``huggingface_hub`` (its cache gives resume and reuse across projects).
 A branch or tag is resolved to its commit sha once, and every file is then fetched at that sha,
-so one run never mixes two commits. Hub failures become one-line ``SourceError``s that say what
-to do (token, access, names).
+so one run never mixes two commits. The client, the token and the one-line ``SourceError``s
+that say what to do (token, access, names, an unreachable endpoint) come from ``hubbot.hub.client``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hubbot.config import Config
-from hubbot.errors import HubbotError, SourceError
+from hubbot.errors import SourceError
 from hubbot.gguf_io.info import SHARD_RE
+from hubbot.hub.client import hub_endpoint, hub_errors, make_api
+from hubbot.hub.token import hub_token
 from hubbot.source.checkpoint import CONVERTER_FILES
 from hubbot.workdir import check_free_space, human_bytes
 
@@ -37,103 +39,11 @@ def hub_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface" / "hub"
 
 
-def _endpoint(cfg: Config | None) -> str | None:
-    if cfg is not None and cfg.target.endpoint:
-        return cfg.target.endpoint
-    return os.environ.get("HF_ENDPOINT") or None
-
-
-def _token() -> str | None:
-    """The token huggingface_hub would use (environment first, then the saved login); never logged."""
-    if tok := os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN"):
-        return tok
-    home = Path(os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface")
-    path = Path(os.environ.get("HF_TOKEN_PATH") or home / "token").expanduser()
-    with contextlib.suppress(OSError):
-        return path.read_text().strip() or None
-    return None
-
-
-def make_api(cfg: Config | None):
-    """An ``HfApi`` for source downloads: the shared factory when it exists, with the current token."""
-    endpoint, token = _endpoint(cfg), _token()
-    try:
-        from hubbot.hub.client import make_api as shared  # type: ignore[attr-defined]
-    except ImportError:
-        shared = None
-    if shared is not None:
-        with contextlib.suppress(TypeError):
-            return shared(endpoint=endpoint, token=token)
-    from huggingface_hub import HfApi
-
-    from hubbot import __version__
-
-    return HfApi(endpoint=endpoint, token=token, library_name="hubbot", library_version=__version__)
-
-
-def source_error(exc: Exception, repo: str, revision: str | None, endpoint: str | None,
-                 filename: str | None = None) -> HubbotError:
-    """One actionable line for a Hub failure while fetching the source."""
-    from huggingface_hub import errors as hf
-
-    where = (endpoint or "https://huggingface.co").rstrip("/") + f"/{repo}"
-    has_token = _token() is not None
-    if isinstance(exc, hf.GatedRepoError):
-        if not has_token:
-            return SourceError(f"source repo {repo} is gated and no Hub token is set: accept its conditions at {where} "
-                               "and set HF_TOKEN (or run `hf auth login`) with a token of that account")
-        return SourceError(f"source repo {repo} is gated and your token's account has no access yet: accept the "
-                           f"conditions at {where} (or wait for the authors to approve the request), then retry")
-    if isinstance(exc, hf.RevisionNotFoundError):
-        return SourceError(f"revision {revision!r} not found in source repo {repo}: use a branch, tag or commit sha "
-                           "that exists there, or remove source.revision to use main")
-    if isinstance(exc, hf.RepositoryNotFoundError):
-        if not has_token:
-            return SourceError(f"source repo {repo} not found: check source.repo; if the repo is private, set HF_TOKEN "
-                               "(or run `hf auth login`) with a token that can read it")
-        return SourceError(f"source repo {repo} not found or your token cannot read it: check source.repo and that "
-                           "the token's account has access")
-    if isinstance(exc, hf.LocalEntryNotFoundError):
-        return SourceError(f"cannot reach the Hub at {endpoint or 'huggingface.co'} to fetch {repo}: check the "
-                           "network (or HF_ENDPOINT); already downloaded sources work offline when pinned to a commit sha")
-    if isinstance(exc, hf.EntryNotFoundError):
-        what = f"file {filename!r}" if filename else "a listed file"
-        return SourceError(f"{what} not found in source repo {repo} at {revision}: check source.file, or retry if the "
-                           "repo was just changed")
-    if isinstance(exc, hf.HfHubHTTPError):
-        status = getattr(getattr(exc, "response", None), "status_code", None)
-        if status == 401:
-            return SourceError("the Hub rejected the token (401): check HF_TOKEN or log in again with `hf auth login`")
-        if status == 403:
-            return SourceError(f"your token may not read source repo {repo} (403): use a token with read access")
-        if status == 429:
-            return SourceError("the Hub is rate-limiting requests (429): wait a few minutes and retry")
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return SourceError(f"the Hub failed while fetching {repo} ({status or 'error'}: {first}); retry later")
-    if "connect" in type(exc).__name__.lower() or "timeout" in type(exc).__name__.lower():
-        return SourceError(f"cannot reach the Hub at {endpoint or 'huggingface.co'} to fetch {repo}: check the "
-                           "network (or HF_ENDPOINT); already downloaded sources work offline when pinned to a commit sha")
-    return SourceError(f"fetching source repo {repo} failed: {type(exc).__name__}: {exc}")
-
-
 @contextlib.contextmanager
-def hub_errors(repo: str, revision: str | None, endpoint: str | None, filename: str | None = None) -> Iterator[None]:
-    """Turn huggingface_hub / network exceptions inside the block into one-line SourceErrors."""
-    from huggingface_hub import errors as hf
-
-    try:
+def _source_errors(repo: str, revision: str | None, endpoint: str | None, filename: str | None = None) -> Iterator[None]:
+    """Hub and network failures inside the block as one-line SourceErrors (the shared mapper, source wording)."""
+    with hub_errors(repo, f"fetching {repo}", endpoint, revision, role="source", filename=filename):
         yield
-    except HubbotError:
-        raise
-    except (hf.HfHubHTTPError, hf.LocalEntryNotFoundError, hf.EntryNotFoundError, hf.HFValidationError) as exc:
-        if isinstance(exc, hf.HFValidationError):
-            raise SourceError(f"source repo id {repo!r} is not valid: write it as 'owner/name'") from None
-        raise source_error(exc, repo, revision, endpoint, filename) from None
-    except OSError as exc:
-        # httpx connection errors are OSErrors too; a full disk is one as well and keeps its own text.
-        if "No space left" in str(exc):
-            raise
-        raise source_error(exc, repo, revision, endpoint, filename) from None
 
 
 @dataclass
@@ -191,8 +101,8 @@ class RepoListing:
 def repo_listing(repo: str, revision: str | None, cfg: Config | None) -> RepoListing:
     """Resolve ``revision`` (default main) of model repo ``repo`` to its commit sha and list its files."""
     api = make_api(cfg)
-    endpoint = _endpoint(cfg)
-    with hub_errors(repo, revision, endpoint):
+    endpoint = api.endpoint
+    with _source_errors(repo, revision, endpoint):
         info = api.model_info(repo, revision=revision or "main", files_metadata=True)
         sha = info.sha
         if not sha:
@@ -249,9 +159,9 @@ def fetch_gguf(listing: RepoListing, name: str) -> Path:
     paths = []
     with _progress_bars():
         for n in names:
-            with hub_errors(listing.repo, listing.revision, listing.endpoint, n):
+            with _source_errors(listing.repo, listing.revision, listing.endpoint, n):
                 paths.append(Path(hf_hub_download(listing.repo, n, revision=listing.revision, cache_dir=cache,
-                                                  endpoint=listing.endpoint, token=_token())))
+                                                  endpoint=listing.endpoint, token=hub_token())))
     return paths[names.index(name) if name in names else 0]
 
 
@@ -265,10 +175,10 @@ def fetch_snapshot(listing: RepoListing, names: list[str], cfg: Config | None) -
         check_free_space(cache, need, f"downloading {listing.repo} ({human_bytes(need)})")
         log.info("downloading %d files of %s@%s (%s)", len(names), listing.repo, listing.revision[:12],
                  human_bytes(need))
-    with _progress_bars(), hub_errors(listing.repo, listing.revision, listing.endpoint):
+    with _progress_bars(), _source_errors(listing.repo, listing.revision, listing.endpoint):
         folder = snapshot_download(listing.repo, revision=listing.revision, cache_dir=cache,
                                    allow_patterns=[glob.escape(n) for n in names], endpoint=listing.endpoint,
-                                   token=_token())
+                                   token=hub_token())
     folder = Path(folder)
     missing = [n for n in names if not (folder / n).is_file()]
     if missing:
@@ -300,11 +210,11 @@ def fetch_upstream_card(repo: str, revision: str | None, target: Path, cfg: Conf
 
     from hubbot.workdir import atomic_path
 
-    endpoint = _endpoint(cfg)
+    endpoint = hub_endpoint(cfg)
     try:
-        with hub_errors(repo, revision, endpoint, "README.md"):
+        with _source_errors(repo, revision, endpoint, "README.md"):
             path = Path(hf_hub_download(repo, "README.md", revision=revision or "main", cache_dir=hub_cache_dir(),
-                                        endpoint=endpoint, token=_token()))
+                                        endpoint=endpoint, token=hub_token()))
     except SourceError as exc:
         if isinstance(exc.__cause__, EntryNotFoundError) or "not found" in str(exc).lower():
             log.info("%s has no README.md; the card will carry no upstream card", repo)
