@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from hubbot.errors import DiskSpaceError, HubbotError
+from hubbot.errors import DiskSpaceError, HubbotError, file_in_the_way
 
 _HASH_BLOCK = 16 * 1024 * 1024
 
@@ -96,6 +96,19 @@ def remove_partials(folder: Path) -> None:
                 leftover.unlink()
 
 
+def check_output_path(path: Path, option: str, *, folder: bool = False) -> None:
+    """HubbotError, before any work, when ``path`` (given as ``option``) cannot be written as a file
+    (or, with ``folder``, created as a folder)."""
+    path = Path(path)
+    blocker = file_in_the_way(path.parent)
+    if blocker is not None:
+        raise HubbotError(f"{option} {path}: {blocker} is a file, not a folder; choose a path inside a folder")
+    if folder and path.exists() and not path.is_dir():
+        raise HubbotError(f"{option} {path} is a file; give a folder (it is created when missing)")
+    if not folder and path.is_dir():
+        raise HubbotError(f"{option} {path} is a folder; give a file name, e.g. {path / 'README.md'}")
+
+
 def check_free_space(folder: Path, needed: int, what: str) -> None:
     """DiskSpaceError unless ``folder``'s file system has ``needed`` bytes (+5%) free."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -158,6 +171,9 @@ class WorkDir:
         self.results = self.root / "results"
 
     def prepare(self) -> "WorkDir":
+        if (blocker := file_in_the_way(self.root)) is not None:
+            raise HubbotError(f"work directory {self.root}: {blocker} is a file, not a folder; set build.workdir "
+                              "in variants.yaml to a folder path, or move that file away")
         for d in (self.out, self.cache, self.results):
             d.mkdir(parents=True, exist_ok=True)
             remove_partials(d)

@@ -68,7 +68,7 @@ def test_good_config_loads(tmp_path, good_config):
         (lambda t: t.replace("name: q4_k", "name: ../escape"), "variant name '../escape' may only hold", 8),
         (lambda t: t.replace("    type: Q4_K_M", "    type: Q4_K_M\n    file: ../../evil.gguf"), "must be a plain file name", 10),
         (lambda t: t.replace("type: Q4_K_M", "type: IQ2_XXS"), "variant 'q4_k' needs an importance matrix", 8),
-        (lambda t: t.replace("  repo: someone/tiny-GGUF", "  repo: not a repo"), "is not of the form 'owner/name'", 4),
+        (lambda t: t.replace("  repo: someone/tiny-GGUF", "  repo: not a repo"), "contains characters a Hub repo name cannot have (' ')", 4),
         (lambda t: t.replace("target:\n  repo: someone/tiny-GGUF\n", ""), "missing required key 'target'", None),
         (lambda t: t + "  - name: x\n    recipe: dynamic-iq2_xx\n", "unknown recipe 'dynamic-iq2_xx'; did you mean dynamic-iq2_xxs?", 12),
         (lambda t: t.replace("variants:", "source:\n  path: x.gguf\nvariants:"), "duplicate key 'source'", 5),
@@ -93,7 +93,7 @@ def test_rules_that_match_no_tensor(tmp_path, good_config):
     line = assert_one_line_error(write_config(tmp_path / "a", text), "matches no tensor")
     assert ":11:" in line
     text = good_config.replace("    output: Q8_0", "    layers:\n      - blocks: '30-40'\n        type: Q8_0")
-    line = assert_one_line_error(write_config(tmp_path / "b", text), "selects no tensor in this 4-block model")
+    line = assert_one_line_error(write_config(tmp_path / "b", text), "names block 40, but tiny-f16.gguf has 4 blocks (0-3)")
     assert ":11:" in line
 
 

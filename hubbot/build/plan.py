@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from hubbot.build.limits import check_shard_size
 from hubbot.build.run import default_threads, load_imatrix, prepare
 from hubbot.build.spec import plan_variant
 from hubbot.config import Config
@@ -22,6 +23,7 @@ def plan_project(cfg: Config, only: Iterable[str] | None = None, threads: int | 
     imatrix = load_imatrix(cfg, source, work, variants, nthreads, compute=False)
     plans = [plan_variant(cfg, v, source, work, imatrix, nthreads, dry_run=dry_run, compare_standard=dry_run)
              for v in variants]
+    check_shard_size(cfg, source, plans)
     return {
         "config": str(cfg.path), "target": cfg.target.repo, "workdir": str(work.root),
         "source": dict(source.describe(), resolution=resolution),

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from hubbot.build.limits import check_shard_size, may_exceed_shard_limit
 from hubbot.build.spec import VariantPlan, check_rules, plan_variant
 from hubbot.config import Config, VariantConfig
 from hubbot.errors import ConfigError, ImatrixError
@@ -128,6 +129,9 @@ def build(cfg: Config, only: Iterable[str] | None = None, threads: int | None = 
     """Build the selected variants (all by default); unchanged outputs are skipped."""
     nthreads = default_threads(cfg, threads)
     work, source, variants = prepare(cfg, only)
+    if may_exceed_shard_limit(cfg, source):
+        # Before the imatrix and the first file: a variant that cannot be sharded fails now.
+        check_shard_size(cfg, source, [plan_variant(cfg, v, source, work, None, nthreads) for v in variants])
     imatrix = load_imatrix(cfg, source, work, variants, nthreads)
     results: list[BuildResult] = []
     manifest = work.manifest

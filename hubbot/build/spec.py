@@ -102,6 +102,14 @@ def check_rules(cfg: Config, info: GGUFInfo) -> None:
                     f"{v.name!r} matches no tensor of {info.path.name}; fix the regex (names look like blk.0.attn_q.weight)"
                 )
         for j, rule in enumerate(v.layers):
+            highest = recipes.highest_block(rule.blocks)
+            if highest is not None and highest >= info.block_count:
+                # Cutting the list silently would build a different mix than the one written.
+                raise ConfigError(
+                    f"{lines.where(('variants', i, 'layers', j))}: layer rule {rule.blocks!r} -> {rule.type} of "
+                    f"variant {v.name!r} names block {highest}, but {info.path.name} has {info.block_count} blocks "
+                    f"(0-{info.block_count - 1}); fix the indices, or use a share such as 'first 25%'"
+                )
             blocks = recipes.select_blocks(rule.blocks, info.block_count)
             hits = [n for n in names for b in blocks for r in rule.roles if n == f"blk.{b}.{r}.weight"]
             if not hits:

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from hubbot.cli.options import config_option, echo_json, json_option, load, only_option, run_safely
+from hubbot.workdir import check_output_path
 
 
 def _split(only: tuple[str, ...]) -> list[str]:
@@ -57,6 +58,8 @@ def ci_matrix(config_path: Path, only: tuple[str, ...], github_output: Path | No
 
     from hubbot.hub.release import job_matrix
 
+    if github_output is not None:
+        check_output_path(github_output, "--github-output")
     data = job_matrix(load(config_path), _split(only))
     if github_output is not None:
         with open(github_output, "a", encoding="utf-8") as fh:
@@ -79,6 +82,7 @@ def ci_export(config_path: Path, only: tuple[str, ...], output: Path, as_json: b
     """Copy these variants' manifest entries and bench results into a folder for `hubbot merge`."""
     from hubbot.hub.release import export_results
 
+    check_output_path(output, "-o/--output", folder=True)
     data = export_results(load(config_path), _split(only), output)
     if as_json:
         echo_json(data)

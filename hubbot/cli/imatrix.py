@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from hubbot.cli.options import config_option, echo_json, json_option, load, run_safely, threads_option
-from hubbot.workdir import human_bytes
+from hubbot.workdir import check_output_path, human_bytes
 
 
 @click.command("imatrix")
@@ -28,6 +28,8 @@ def imatrix(config_path: Path, chunks: int | None, ctx: int | None, threads: int
     from hubbot.imatrix.ensure import describe, ensure_imatrix
     from hubbot.imatrix.io import read_imatrix, write_imatrix
 
+    if output is not None:
+        check_output_path(output, "-o/--output")  # before minutes of computing, not after
     cfg = load(config_path)
     if not cfg.has_imatrix_source:
         raise ConfigError(f"{cfg.path}: no imatrix section; add imatrix.calibration (a text file) or imatrix.file")

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from hubbot.config import Config, load_config
-from hubbot.errors import HubbotError
+from hubbot.errors import HubbotError, describe_os_error
 from hubbot.hub.token import redact
 
 
@@ -37,8 +37,8 @@ def run_safely(fn):
         except OSError as exc:
             if os.environ.get("HUBBOT_DEBUG"):
                 raise
-            # A full disk or a vanished folder is the user's to fix, not a bug.
-            click.echo(f"error: {exc.strerror or exc} ({exc.filename or 'file system'}); check the path and free space", err=True)
+            # A full disk, a file where a folder should be: the user's to fix, not a bug.
+            click.echo(redact(f"error: {describe_os_error(exc)}"), err=True)
             sys.exit(1)
 
     return wrapper

@@ -11,8 +11,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from hubbot.config import recipes
+from hubbot.config.keys import check_keys
 from hubbot.config.schema import Config
-from hubbot.config.yaml_lines import LineMap, load_with_lines
+from hubbot.config.yaml_lines import LineMap, compose, construct
 from hubbot.errors import ConfigError
 
 
@@ -78,7 +79,10 @@ def _check_ladder(cfg: Config, lines: LineMap) -> None:
 def load_config(path: str | Path) -> Config:
     """Load and validate variants.yaml; every problem is a one-line ConfigError."""
     path = Path(path)
-    data, lines = load_with_lines(path)
+    node, lines = compose(path)
+    # Keys first: a misspelt key is named as itself, and nothing is expanded for a key nobody reads.
+    check_keys(node, lines)
+    data = construct(node, lines)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping with source, target and variants")
     _apply_recipes(data, lines)

@@ -133,6 +133,14 @@ def check_block_spec(spec: str) -> None:
     )
 
 
+def highest_block(spec: str) -> int | None:
+    """The highest block index ``spec`` names explicitly ('0-3,17' -> 17); None for 'all' and percentages."""
+    s = " ".join(str(spec).lower().split())
+    if not _INDEX_LIST.match(s):
+        return None
+    return max(int(n) for n in re.findall(r"\d+", s))
+
+
 def select_blocks(spec: str, n_blocks: int) -> list[int]:
     """Block indices ``spec`` names in a model with ``n_blocks`` blocks."""
     check_block_spec(spec)

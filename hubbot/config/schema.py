@@ -136,6 +136,17 @@ class CardConfig(Strict):
     pipeline_tag: str | None = None
     extra: dict[str, Any] = {}
 
+    @field_validator("model_name")
+    @classmethod
+    def _model_name(cls, v: str | None) -> str | None:
+        # Every file name starts with it (and the imatrix is <model_name>.imatrix.gguf): caught here,
+        # not when the first file would be written outside the output folder.
+        if v is not None and (not _SAFE_NAME.match(v) or ".." in v):
+            raise ValueError(f"card.model_name {v!r} starts every file name, so it may only hold letters, digits, "
+                             "'.', '_' and '-' (no folders); use a plain name, and 'file:' on a variant to choose "
+                             "that variant's whole file name")
+        return v
+
 
 class ImatrixConfig(Strict):
     calibration: TextFile | None = None

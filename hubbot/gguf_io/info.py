@@ -133,6 +133,8 @@ _SKIP_VALUES = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggm
 def read_info(path: Path, with_tensors: bool = True) -> GGUFInfo:
     """Header of a GGUF file (first shard of a split model reads all shards' tensors)."""
     path = Path(path)
+    if path.is_dir():
+        raise SourceError(f"{path} is a folder, not a GGUF file; give the path of a .gguf file")
     if not path.is_file():
         raise SourceError(f"{path}: file not found; check the path")
     paths = [path]
