@@ -104,7 +104,7 @@ def test_rendering_is_byte_identical_and_writes_atomically(project, tmp_path):
     results = small_results()
     first = write_card(cfg, tmp_path / "a", results=results)
     second = write_card(cfg, tmp_path / "b", results=results)
-    assert [p.name for p in first] == ["ppl-vs-size.svg", "README.md"]
+    assert [p.name for p in first] == ["ppl-vs-size.svg", "hubbot-results.json", "README.md"]
     for a, b in zip(first, second):
         assert a.read_bytes() == b.read_bytes()
     assert not list((tmp_path / "a").glob(".*partial"))

@@ -60,10 +60,11 @@ class Pick:
 
 @dataclass(frozen=True)
 class QualityTable:
-    rows: list[VariantRow]
+    rows: list[VariantRow]  # measured rows, and in a preview the planned ones (no result yet)
     has_delta: bool
     has_kld: bool
     has_speed: bool
+    has_planned: bool = False
 
 
 @dataclass(frozen=True)
@@ -250,9 +251,11 @@ def build_context(data: CardInput) -> CardContext:
     ref = _reference_row(rows)
     _apply_reference(rows, ref)
     measured = [r for r in rows if r.result]
-    quality = QualityTable(rows=measured, has_delta=ref is not None,
+    planned = [r for r in rows if r.planned]
+    quality = QualityTable(rows=[r for r in rows if r.result or r.planned], has_delta=ref is not None,
                            has_kld=any(r.result.kld_mean is not None for r in measured),
-                           has_speed=any(r.result.tg is not None for r in measured)) if measured else None
+                           has_speed=any(r.result.tg is not None for r in measured),
+                           has_planned=bool(planned)) if measured or planned else None
     adaptive_rows = [r for r in rows if r.adaptive]
     pairs = adaptive_pairs(rows)
     adaptive = AdaptiveSection(variants=adaptive_rows, pairs=pairs,

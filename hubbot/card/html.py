@@ -28,8 +28,9 @@ def _chart_inline(body_html: str, card: RenderedCard) -> str:
     return pattern.sub(lambda _m: f'<div class="chart">{svg}</div>', body_html)
 
 
-def card_html(card: RenderedCard, model_name: str | None = None) -> str:
-    """The card as one self-contained HTML page (the chart's SVG embedded where the card shows it)."""
+def card_html(card: RenderedCard, model_name: str | None = None, note: str | None = None) -> str:
+    """The card as one self-contained HTML page (the chart's SVG embedded where the card shows it);
+    ``note`` (a preview's line on what changed) is shown above it."""
     yaml_text, body = card.text.split("---\n", 2)[1:]  # the front matter shown as published, YAML text and all
     # Alignment as attributes, not style="...": the sanitizer removes every style attribute.
     rendered = markdown.markdown(body, extensions=["tables", "fenced_code"], output_format="html",
@@ -38,4 +39,5 @@ def card_html(card: RenderedCard, model_name: str | None = None) -> str:
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True)
     body_html = Markup(_chart_inline(sanitize_html(rendered), card))
-    return env.get_template(PREVIEW_TEMPLATE).render(model_name=model_name, front_matter=yaml_text, body=body_html)
+    return env.get_template(PREVIEW_TEMPLATE).render(model_name=model_name, front_matter=yaml_text, body=body_html,
+                                                     note=note)

@@ -148,6 +148,7 @@ class VariantRow:
     source: SourceFacts | None
     imatrix_use: ImatrixUse | None
     tag: str | None = None  # the ``repo:TAG`` this file answers to, set once every row is known
+    planned: bool = False  # not built yet: size, bits per weight and types are llama.cpp's plan (a preview)
 
     @property
     def imatrix(self) -> bool:

@@ -172,7 +172,7 @@ def _row(v: VariantConfig, fname: str, entry: dict, published: list[FileRef], fa
         tensor_types=[TypeCount(k, n) for k, n in _counted(facts["tensor_types"] if facts else entry.get("tensor_types"))],
         labels=quant_labels(fname), result=result,
         engine=_engine(entry.get("engine")), source=_source(entry.get("source")),
-        imatrix_use=_imatrix_use(entry.get("imatrix")))
+        imatrix_use=_imatrix_use(entry.get("imatrix")), planned=bool(entry.get("planned")))
 
 
 def _rows(cfg: Config, manifest: dict[str, dict], results: dict[str, dict], files: set[str] | None,
@@ -190,7 +190,9 @@ def _rows(cfg: Config, manifest: dict[str, dict], results: dict[str, dict], file
             continue
         # A job matrix's card job has the files' records (`hubbot ci export` adds "file_facts"), not the files.
         path = work.out / fname
-        facts = read_file_facts(path) if path.is_file() else entry.get("file_facts")
+        # A preview's planned or published-only entries describe a file other than any local copy.
+        local = not (entry.get("planned") or entry.get("published"))
+        facts = read_file_facts(path) if local and path.is_file() else entry.get("file_facts")
         rows.append(_row(v, fname, entry, published, facts, _measurement(results.get(fname), ref_file, fname)))
     return rows
 
@@ -205,14 +207,16 @@ def _imatrix_file(manifest: dict[str, dict], files: set[str] | None) -> ImatrixF
 
 
 def gather(cfg: Config, *, files: Iterable[str] | None = None, upstream: UpstreamCard | None = None,
-           results: dict[str, dict] | None = None) -> CardInput:
+           results: dict[str, dict] | None = None, manifest: dict[str, dict] | None = None) -> CardInput:
     """The card's input for ``files`` (default: every output in the manifest).
 
     ``upstream`` defaults to ``load_upstream(cfg)``; ``results`` (bench results keyed by file
-    name) default to what the bench stage stored.
+    name) default to what the bench stage stored; ``manifest`` (entries keyed by file name) to the
+    work directory's. An entry with ``"planned": true`` describes a file not built yet (the preview).
     """
     work = WorkDir(cfg.workdir)
-    manifest = work.manifest.entries
+    if manifest is None:
+        manifest = work.manifest.entries
     wanted = None if files is None else list(files)
     if results is None:
         # Imported here: the bench stage pulls in numpy, which a card given its results never needs.

@@ -4,8 +4,8 @@ The contract the publish stage and ``hubbot card`` call:
 
 - ``render_card(cfg, *, files=None, upstream=None, results=None) -> RenderedCard``
 - ``write_card(cfg, out_dir=None, *, files=None, upstream=None, results=None) -> [paths written]``
-  (the chart SVG when there are measurements, then README.md; each written atomically; default
-  folder: the work directory's out/)
+  (the chart SVG when there are measurements, the records file ``hubbot-results.json``, then
+  README.md; each written atomically; default folder: the work directory's out/)
 - ``save_card(card, out_dir) -> [paths written]`` for a card already rendered.
 
 ``files`` is the list of file names being published (whole files, shards, the imatrix); ``None``
@@ -34,6 +34,7 @@ from hubbot.card.chart import ChartLabels, ppl_size_svg
 from hubbot.card.data import CHART_NAME, UPSTREAM_END, UPSTREAM_START, build_context, chart_points
 from hubbot.card.inputs import CardInput, CardSettings
 from hubbot.card.meta import dump_front_matter, front_matter
+from hubbot.card.published import RECORDS_NAME, card_records, dump_records
 from hubbot.card.records import gather
 from hubbot.card.upstream import UpstreamCard
 from hubbot.config import Config
@@ -67,6 +68,7 @@ class RenderedCard:
     files_named: list[str] = field(default_factory=list)
     chart_name: str = CHART_NAME
     metadata: dict[str, Any] = field(default_factory=dict)
+    records: dict[str, Any] | None = None  # published beside the card (card.published), when rendered from a config
 
 
 # --- templates -------------------------------------------------------------------------------
@@ -205,11 +207,19 @@ def render(data: CardInput) -> RenderedCard:
 def render_card(cfg: Config, *, files: Iterable[str] | None = None, upstream: UpstreamCard | None = None,
                 results: dict[str, dict] | None = None) -> RenderedCard:
     """Render and validate the card for ``files`` (default: every output in the manifest)."""
-    return render(gather(cfg, files=files, upstream=upstream, results=results))
+    if results is None:
+        # Imported here: the bench stage pulls in numpy, which a card given its results never needs.
+        from hubbot.bench.run import load_results
+
+        results = load_results(cfg)
+    data = gather(cfg, files=files, upstream=upstream, results=results)
+    card = render(data)
+    card.records = card_records(data, WorkDir(cfg.workdir).manifest.entries, results)
+    return card
 
 
 def save_card(card: RenderedCard, out_dir: str | Path) -> list[Path]:
-    """Write a rendered card (chart first, README.md last) atomically into ``out_dir``; the paths."""
+    """Write a rendered card (chart and records first, README.md last) atomically into ``out_dir``; the paths."""
     out = Path(out_dir)
     written = []
     if card.chart_svg is not None:
@@ -217,6 +227,10 @@ def save_card(card: RenderedCard, out_dir: str | Path) -> list[Path]:
         chart = out / card.chart_name
         write_text_atomic(chart, card.chart_svg)
         written.append(chart)
+    if card.records is not None:
+        records = out / RECORDS_NAME
+        write_text_atomic(records, dump_records(card.records))
+        written.append(records)
     readme = out / CARD_NAME
     write_text_atomic(readme, card.text)
     written.append(readme)

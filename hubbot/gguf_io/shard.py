@@ -34,6 +34,19 @@ def shard_names(file_name: str, count: int) -> list[str]:
     return [gguf.SHARD_NAME_FORMAT.format(stem, i + 1, count) for i in range(count)]
 
 
+def planned_shard_sizes(tensor_sizes: list[int], header_size: int, max_size: int) -> list[int]:
+    """Approximate sizes of the shards ``split_gguf`` would write for tensors of ``tensor_sizes`` (file
+    order): the writer's rule (a new shard when the next tensor would pass ``max_size``, at least one
+    tensor per shard), with the header counted in the first shard."""
+    shards: list[int] = [0]
+    for size in tensor_sizes:
+        if shards[-1] and shards[-1] + size > max_size:
+            shards.append(0)
+        shards[-1] += size
+    shards[0] += header_size
+    return shards
+
+
 def split_gguf(src: Path, out_dir: Path, max_size: int) -> list[Path]:
     """Write ``src`` as shards of at most ``max_size`` tensor bytes each into ``out_dir``; the shard paths.
 
