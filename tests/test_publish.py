@@ -70,7 +70,7 @@ def test_first_publish_then_unchanged_publish_makes_no_commit_and_reads_nothing(
     cfg = project(tmp_path, tiny_gguf)
     first = run(cfg, local_hub)
     assert first["created_repo"]
-    assert sorted(first["added"]) == ["README.md", "tiny-q4_0.gguf", "tiny-q8_0.gguf"]
+    assert sorted(first["added"]) == ["README.md", "hubbot-results.json", "tiny-q4_0.gguf", "tiny-q8_0.gguf"]
     assert first["bytes"] == sum(c["size"] for c in first["changes"])
     # Files first, the card last in its own commit.
     commits = titles(local_hub)
@@ -96,7 +96,7 @@ def test_first_publish_then_unchanged_publish_makes_no_commit_and_reads_nothing(
     received, writes = local_hub.bytes_received, local_hub.write_requests()
     second = run(cfg, local_hub)
     assert second["commit_url"] is None and second["commits"] == [] and second["bytes"] == 0
-    assert sorted(second["unchanged"]) == ["README.md", "tiny-q4_0.gguf", "tiny-q8_0.gguf"]
+    assert sorted(second["unchanged"]) == ["README.md", "hubbot-results.json", "tiny-q4_0.gguf", "tiny-q8_0.gguf"]
     assert local_hub.bytes_received == received and local_hub.write_requests() == writes
     assert len(titles(local_hub)) == 2
     assert opened == []
@@ -108,7 +108,7 @@ def test_one_changed_variant_uploads_only_that_file(local_hub, tmp_path, tiny_gg
     cfg.write_text(cfg.read_text().replace("type: Q4_0", "type: Q4_1"))
     before = local_hub.bytes_received
     s = run(cfg, local_hub)
-    assert s["updated"] in (["tiny-q4_0.gguf"], ["tiny-q4_0.gguf", "README.md"])
+    assert s["updated"] in (["tiny-q4_0.gguf", "hubbot-results.json"], ["tiny-q4_0.gguf", "hubbot-results.json", "README.md"])
     assert s["added"] == [] and "tiny-q8_0.gguf" in s["unchanged"]
     size = (load_config(cfg).workdir / "out" / "tiny-q4_0.gguf").stat().st_size
     assert size <= s["bytes"] <= size + 10_000
@@ -128,7 +128,7 @@ def test_prune_only_deletes_with_the_flag_and_with_the_card(local_hub, tmp_path,
     assert pruned["deleted"] == ["tiny-q4_0.gguf"]
     last = local_hub.commits(REPO)[0]
     assert "tiny-q4_0.gguf" not in last["files"] and "remove tiny-q4_0.gguf" in last["title"]
-    assert set(local_hub.files(REPO)) == {"README.md", "tiny-q8_0.gguf"}
+    assert set(local_hub.files(REPO)) == {"README.md", "hubbot-results.json", "tiny-q8_0.gguf"}
 
 
 def test_create_pr_puts_files_and_card_in_one_pull_request(local_hub, tmp_path, tiny_gguf):
@@ -282,7 +282,7 @@ def test_persistent_failure_is_one_clear_line_and_a_rerun_completes(local_hub, t
     assert local_hub.files(REPO) == {}  # consistent: nothing half-committed
     local_hub.clear_faults()
     s = run(cfg, local_hub)
-    assert sorted(s["added"]) == ["README.md", "tiny-q4_0.gguf", "tiny-q8_0.gguf"]
+    assert sorted(s["added"]) == ["README.md", "hubbot-results.json", "tiny-q4_0.gguf", "tiny-q8_0.gguf"]
     assert len(titles(local_hub)) == 2
     assert_repo_matches_workdir(local_hub, cfg)
 
@@ -315,7 +315,7 @@ def test_sigkill_mid_upload_then_rerun_completes(local_hub, tmp_path, tiny_gguf)
     received = local_hub.bytes_received
     s = run(cfg, local_hub)
     total = sum(c["size"] for c in s["changes"] if c["file"].endswith(".gguf"))
-    assert sorted(s["added"]) == ["README.md", "tiny-f16.gguf", "tiny-q4_0.gguf", "tiny-q8_0.gguf"]
+    assert sorted(s["added"]) == ["README.md", "hubbot-results.json", "tiny-f16.gguf", "tiny-q4_0.gguf", "tiny-q8_0.gguf"]
     # Objects finished before the kill were not sent again.
     assert local_hub.bytes_received - received == total - sum(
         (local_hub.storage / "lfs" / o[:2] / o).stat().st_size for o in done_before)

@@ -133,11 +133,13 @@ def test_matrix_release_equals_single_machine_publish(tmp_path, local_hub, gemma
     ladder = {e["file"] for e in matrix["include"]} | {"gemma-3-270m.imatrix.gguf", "README.md"}
     assert ladder <= set(spread)
     for name, remote in whole.items():
-        if name != "README.md":
+        if name not in ("README.md", "hubbot-results.json"):  # these two name their repo
             assert spread[name] == remote, f"{name} differs between the matrix and the single-machine publish"
     card_spread = local_hub.read_file(MATRIX_REPO, "README.md").decode()
     card_whole = local_hub.read_file(SINGLE_REPO, "README.md").decode()
     assert card_spread.replace(MATRIX_REPO, SINGLE_REPO) == card_whole
+    records_spread = local_hub.read_file(MATRIX_REPO, "hubbot-results.json").decode()
+    assert records_spread.replace(MATRIX_REPO, SINGLE_REPO) == local_hub.read_file(SINGLE_REPO, "hubbot-results.json").decode()
     # The card went last: the newest commit of the matrix repo is the one that added README.md.
     newest = local_hub.commits(MATRIX_REPO)[0]
     older = local_hub.commits(MATRIX_REPO)[1]
