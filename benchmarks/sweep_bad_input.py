@@ -147,10 +147,20 @@ def cases(root: Path, endpoint: str, busy_port: int) -> list[Case]:
     add(Case("calibration text empty", ["imatrix", "-c", v], files={
         v: ladder() + "imatrix:\n  calibration:\n    path: empty.txt\n", "empty.txt": "  \n"}))
     add(Case("imatrix without an imatrix section", ["imatrix", "-c", v], files={v: ladder()}))
-    add(Case("card.template missing", ["card", "-c", v, "--dry-run"], files={v: ladder(card="  model_name: tiny\n  template: none.j2\n")}))
+    # Pointed at the built project's work directory, so the card has rows to render.
+    on_built = f"build:\n  workdir: {root / 'built' / '.hubbot'}\n"
+    add(Case("card.template missing", ["card", "-c", v, "--dry-run"],
+             files={v: ladder(card="  model_name: tiny\n  template: none.j2\n") + on_built}))
+    add(Case("card template syntax error", ["card", "-c", v, "--dry-run"],
+             files={v: ladder(card="  model_name: tiny\n  template: bad.md.j2\n") + on_built,
+                    "bad.md.j2": "---\n{{ front_matter }}---\n{% if %}\n"}))
+    add(Case("card template naming an unknown value", ["card", "-c", v, "--dry-run"],
+             files={v: ladder(card="  model_name: tiny\n  template: bad.md.j2\n") + on_built,
+                    "bad.md.j2": "---\n{{ front_matter }}---\n{{ no_such_value }}\n"}))
     add(Case("source.card missing", ["card", "-c", v, "--dry-run"], files={v: ladder().replace("source:\n", "source:\n  card: none.md\n")}))
     add(Case("card before build", ["card", "-c", v, "--dry-run"], files={v: ladder()}))
     # --- paths that cannot be written or read
+    add(Case("workdir's out/ is a regular file", ["build", "-c", v], files={v: ladder(), ".hubbot/out": "x"}))
     add(Case("workdir under a regular file", ["build", "-c", v], files={v: ladder() + "build:\n  workdir: afile/work\n", "afile": "x"}))
     add(Case("card -o under a regular file", ["card", "-c", built, "--dry-run", "-o", "afile/card.md"],
              files={"afile": "x"}))
@@ -239,6 +249,7 @@ def run_case(case: Case, root: Path, base_env: dict[str, str]) -> Outcome:
 def prepare(root: Path, base_env: dict[str, str]) -> None:
     """The tiny model and one built project the card, export and publish cases point at."""
     (root / "cases").mkdir(parents=True)
+    (root / "model").mkdir()
     write_tiny_gguf(root / "model" / "tiny.gguf")
     built = root / "built"
     built.mkdir()

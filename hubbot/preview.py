@@ -47,7 +47,7 @@ MAX_NAMES = 6  # variant names listed per kind of change before "and N more"
 class Change:
     variant: str
     file: str
-    status: str  # "added", "rebuilt", "unchanged" or "removed"
+    status: str  # "added", "rebuilt", "unchanged", "removed", or "unchecked" (published, but no plan to compare)
 
 
 @dataclass
@@ -68,13 +68,15 @@ class Preview:
         if not self.published:
             return f"changes against {self.repo}: nothing is published yet; all {len(self.names('added'))} variants are new"
         parts = []
-        for status in ("added", "removed", "rebuilt", "unchanged"):
+        for status in ("added", "removed", "rebuilt", "unchanged", "unchecked"):
             names = self.names(status)
+            if status == "unchecked" and not names:
+                continue
             shown = ""
             if names and status != "unchanged":
                 more = f" and {len(names) - MAX_NAMES} more" if len(names) > MAX_NAMES else ""
                 shown = f" ({', '.join(names[:MAX_NAMES])}{more})"
-            parts.append(f"{len(names)} {status}{shown}")
+            parts.append(f"{len(names)} {'not checked' if status == 'unchecked' else status}{shown}")
         return f"changes against {self.repo}: " + ", ".join(parts)
 
 
@@ -250,7 +252,13 @@ def preview_card(cfg: Config, *, upstream: Path | None = None, threads: int | No
             comp.add(v, fname, entry, result, comp.status(fname, entry.get("input_key")))
             continue
         if source is None:
-            comp.add(v, fname, _unplanned_entry(cfg, v), None, "rebuilt" if comp.was_published(fname) else "added")
+            old = comp.published_entry(fname)
+            if old is not None and _on_hub(published, fname, old):
+                # No plan to compare with: show what is published, and say it was not checked.
+                assert comp.records is not None
+                comp.add(v, fname, dict(old, published=True), comp.records.result(fname), "unchecked")
+            else:
+                comp.add(v, fname, _unplanned_entry(cfg, v), None, "rebuilt" if comp.was_published(fname) else "added")
             continue
         p = plan_variant(cfg, v, source, work, imatrix, nthreads, dry_run=True)
         plans.append(p)

@@ -171,9 +171,10 @@ class WorkDir:
         self.results = self.root / "results"
 
     def prepare(self) -> "WorkDir":
-        if (blocker := file_in_the_way(self.root)) is not None:
-            raise HubbotError(f"work directory {self.root}: {blocker} is a file, not a folder; set build.workdir "
-                              "in variants.yaml to a folder path, or move that file away")
+        for d in (self.out, self.cache, self.results):
+            if (blocker := file_in_the_way(d)) is not None:
+                raise HubbotError(f"work directory {self.root}: {blocker} is a file, not a folder; set build.workdir "
+                                  "in variants.yaml to a folder path, or move that file away")
         for d in (self.out, self.cache, self.results):
             d.mkdir(parents=True, exist_ok=True)
             remove_partials(d)

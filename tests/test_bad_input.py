@@ -150,6 +150,16 @@ def test_workdir_under_a_regular_file(tmp_path, ladder):
     assert (cfg.parent / "afile").read_text() == "not a folder"
 
 
+def test_workdir_out_that_is_a_regular_file(tmp_path, ladder):
+    (ladder.parent / ".hubbot").mkdir()
+    (ladder.parent / ".hubbot" / "out").write_text("not a folder")
+    line = one_line(["build", "-c", str(ladder)], 1)
+    root = ladder.parent / ".hubbot"
+    assert line == (f"error: work directory {root}: {root / 'out'} is a file, not a folder; set build.workdir in "
+                    "variants.yaml to a folder path, or move that file away")
+    assert not (root / "cache").exists()
+
+
 def test_card_outputs_that_cannot_be_files_fail_before_anything_is_written(tmp_path, ladder):
     assert CliRunner().invoke(main, ["build", "-c", str(ladder)]).exit_code == 0
     blocker = tmp_path / "afile"

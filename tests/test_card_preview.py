@@ -160,6 +160,33 @@ def test_safetensors_source_is_planned_from_the_published_float_variant(reader, 
     assert "| `q8_0` (not yet measured) | Q8_0 | 2.98 MB |" in result.stdout
 
 
+def test_safetensors_source_never_converted_lists_names_and_says_why(reader, tmp_path):
+    reader.add_commit("org/tiny-hf", {"config.json": b"{}", "model.safetensors": b"\0" * 1024})
+    text = ("source:\n  repo: org/tiny-hf\n  dtype: f16\ntarget:\n  repo: hubbot-test/tiny-GGUF\n"
+            "card:\n  model_name: tiny\nvariants:\n  - name: f16\n    type: F16\n  - name: q8_0\n    type: Q8_0\n")
+    result = preview_cli(write_config(tmp_path / "pr", text))
+    notes = [ln for ln in result.stderr.splitlines() if ln.startswith("note: ")]
+    assert notes == ["note: org/tiny-hf is a safetensors checkpoint and no F16 variant of it is published in "
+                     "hubbot-test/tiny-GGUF yet: sizes of unbuilt files need the converted source (run `hubbot plan` "
+                     "where the weights are)"]
+    assert "nothing is published yet; all 2 variants are new" in result.stderr
+    assert "| `q8_0` (not yet measured) | Q8_0 | – | – | – |" in result.stdout
+    assert "for llama.cpp and the tools built on it: 2 files.\n" in result.stdout
+
+
+def test_a_local_source_missing_here_is_a_note_not_an_error(reader, tmp_path, tiny_gguf):
+    publish(tmp_path / "pub", tiny_ladder_yaml(tiny_gguf), reader)
+    gone = tmp_path / "elsewhere" / "tiny-f16.gguf"  # e.g. a runner without the local weights
+    changed = "  - name: q8_0\n    type: Q8_0\n  - name: q4_0\n    type: Q4_0\n  - name: q5_0\n    type: Q5_0\n"
+    cfg = write_config(tmp_path / "pr", tiny_ladder_yaml(gone, variants=changed))
+    result = preview_cli(cfg)
+    assert f"note: source {gone} is not on this machine, so files not built yet cannot be planned" in result.stderr
+    # The published files keep their figures and records; the new one is listed by name and type.
+    assert "1 added (q5_0), 0 removed, 0 rebuilt, 0 unchanged, 2 not checked (q8_0, q4_0)" in result.stderr
+    assert "sha256 `" in result.stdout and result.stdout.count("Not built yet") == 1
+    assert "| `q5_0` (not yet measured) | Q5_0 | – | – | – |" in result.stdout
+
+
 # --- the workflow, replayed ------------------------------------------------------------------------
 
 def workflow_script() -> str:

