@@ -29,7 +29,7 @@ from hubbot.card.records import gather
 from hubbot.card.render import RenderedCard, render
 from hubbot.card.upstream import load_upstream
 from hubbot.config import Config, VariantConfig, parse_size
-from hubbot.gguf_io.info import SHARD_RE
+from hubbot.gguf_io.info import SHARD_RE, read_info
 from hubbot.gguf_io.shard import planned_shard_sizes, shard_names
 from hubbot.hub.published import PublishedRepo, read_published
 from hubbot.imatrix.ref import ImatrixRef
@@ -149,14 +149,28 @@ def _planned_entry(cfg: Config, v: VariantConfig, p: VariantPlan, source: Resolv
         "file_facts": {"output": out or emb, "embeddings": emb, "tied": out is None and emb is not None,
                        "tensor_types": p.report.type_counts},
     }
+    shapes = {t.name: t.shape for t in source.info.tensors}
+    return _with_planned_shards(cfg, entry, [tensor_nbytes(shapes[t.name], t.type) for t in p.report.tensors])
+
+
+def _with_planned_shards(cfg: Config, entry: dict, tensor_sizes: list[int]) -> dict:
+    """``entry`` with the shards publish will split it into (``target.max_shard_size``), when it will be split
+    and is not yet; their sizes as the split would make them, no sha256 yet."""
     limit = parse_size(cfg.target.max_shard_size) if cfg.target.max_shard_size is not None else None
-    if limit is not None and p.tensor_bytes > limit:
-        shapes = {t.name: t.shape for t in source.info.tensors}
-        sizes = [tensor_nbytes(shapes[t.name], t.type) for t in p.report.tensors]
-        shard_sizes = planned_shard_sizes(sizes, p.tensor_bytes - sum(sizes), limit)
-        entry["shards"] = {"files": [{"file": n, "size": s, "sha256": None}
-                                     for n, s in zip(shard_names(p.file_name, len(shard_sizes)), shard_sizes)]}
-    return entry
+    size = entry.get("size") or 0
+    if limit is None or size <= limit or (entry.get("shards") or {}).get("max_size") == limit:
+        return entry
+    sizes = planned_shard_sizes(tensor_sizes, size - sum(tensor_sizes), limit)
+    names = shard_names(entry["file"], len(sizes))
+    return dict(entry, shards={"files": [{"file": n, "size": s, "sha256": None} for n, s in zip(names, sizes)]})
+
+
+def _local_entry(cfg: Config, work: WorkDir, fname: str, entry: dict) -> dict:
+    """A built file's record, with the shards publish will split it into when that has not happened yet."""
+    limit = parse_size(cfg.target.max_shard_size) if cfg.target.max_shard_size is not None else None
+    if limit is None or (entry.get("size") or 0) <= limit:
+        return entry
+    return _with_planned_shards(cfg, entry, [t.n_bytes for t in read_info(work.out / fname).tensors])
 
 
 def _unplanned_entry(cfg: Config, v: VariantConfig) -> dict:
@@ -249,7 +263,7 @@ def preview_card(cfg: Config, *, upstream: Path | None = None, threads: int | No
             old = comp.published_entry(fname)
             result = local_results.get(fname) or (comp.records.result(fname) if comp.records and old
                                                  and old.get("sha256") == entry.get("sha256") else None)
-            comp.add(v, fname, entry, result, comp.status(fname, entry.get("input_key")))
+            comp.add(v, fname, _local_entry(cfg, work, fname, entry), result, comp.status(fname, entry.get("input_key")))
             continue
         if source is None:
             old = comp.published_entry(fname)

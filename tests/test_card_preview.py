@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -104,6 +105,20 @@ def test_preview_of_a_repo_not_published_yet(reader, tmp_path, tiny_gguf):
     assert "| `q8_0` (not yet measured) | Q8_0 | 2.98 MB | 8.55 | – |" in card
     assert line in html.read_text()
     assert reader.load_repo(REPO) is None and reader.write_requests() == 0  # nothing was written to the Hub
+
+
+def test_planned_shards_are_the_shards_publish_makes(reader, tmp_path, tiny_gguf):
+    text = tiny_ladder_yaml(tiny_gguf, extra="  max_shard_size: 1MB\n")
+    result = preview_cli(write_config(tmp_path / "pr", text))
+    unit = {"KB": 1e3, "MB": 1e6}
+    planned = {m.group(1): float(m.group(2)) * unit[m.group(3)]
+               for m in re.finditer(r"- `(tiny-q\d_0-\d{5}-of-\d{5}\.gguf)`: ([\d.]+) (KB|MB)\n", result.stdout)}
+    assert len(planned) >= 4, result.stdout  # both files are over 1 MB
+    publish(tmp_path / "pub", text, reader)
+    on_hub = {n: f["size"] for n, f in reader.files(REPO).items() if re.match(r"tiny-q\d_0-\d{5}", n)}
+    assert set(on_hub) == set(planned)
+    for name, size in on_hub.items():
+        assert abs(planned[name] - size) < 10_000, (name, planned[name], size)
 
 
 def test_a_records_file_from_a_newer_hubbot_is_refused_in_one_line(reader, tmp_path, tiny_gguf):
