@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import subprocess
 import threading
 from collections.abc import Iterator
 
@@ -100,6 +101,18 @@ def deferred() -> Iterator[None]:
             _state.pending = False
             if not raised:
                 raise Interrupted(_state.received or signal.SIGINT)
+
+
+@contextlib.contextmanager
+def stopped_on_error(proc: subprocess.Popen) -> Iterator[subprocess.Popen]:
+    """Yield ``proc``; if the block raises (an interrupt included), kill and reap it first."""
+    try:
+        yield proc
+    except BaseException:
+        with deferred():
+            proc.kill()
+            proc.wait()
+        raise
 
 
 def c_callback(fn):

@@ -266,3 +266,13 @@ def test_a_signal_inside_llama_cpps_log_callback_is_not_lost(tmp_path, tiny_gguf
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.split() == ["interrupted", "15", "True"]
     assert "Exception ignored" not in run.stderr
+
+
+def test_a_helper_process_is_killed_when_hubbot_is_stopped():
+    """The converter and pip run as plain subprocesses: an interrupt kills and reaps them first."""
+    from hubbot import interrupts
+
+    with pytest.raises(interrupts.Interrupted):
+        with interrupts.stopped_on_error(subprocess.Popen(["sleep", "60"])) as proc:
+            raise interrupts.Interrupted(signal.SIGTERM)
+    assert proc.returncode == -signal.SIGKILL
