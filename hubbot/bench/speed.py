@@ -20,35 +20,23 @@ TG_TOKENS = 128
 N_BATCH = 2048
 
 
-def _decode_tokens(lctx: LlamaContext, tokens: np.ndarray) -> None:
-    import llama_cpp
-
-    for start in range(0, len(tokens), N_BATCH):
-        piece = np.ascontiguousarray(tokens[start:start + N_BATCH], dtype=np.int32)
-        arr = (llama_cpp.llama_token * len(piece)).from_buffer(piece)
-        # keep ``piece``/``arr`` referenced until llama_decode returns (the batch borrows them)
-        lctx.decode(llama_cpp.llama_batch_get_one(arr, len(piece)))
-    lctx.synchronize()
-
-
 def _prompt(lctx: LlamaContext, rng: np.random.Generator, n: int) -> None:
     model = lctx.model
     tokens = rng.integers(0, model.n_vocab, size=n, dtype=np.int32)
     if model.add_bos:
         tokens[0] = model.bos
-    _decode_tokens(lctx, tokens)
+    lctx.decode_tokens(tokens, N_BATCH)
+    lctx.synchronize()
 
 
 def _generate(lctx: LlamaContext, rng: np.random.Generator, n: int) -> None:
-    import llama_cpp
-
     model = lctx.model
-    token = (llama_cpp.llama_token * 1)(model.bos if model.add_bos else int(rng.integers(model.n_vocab)))
+    token = model.bos if model.add_bos else int(rng.integers(model.n_vocab))
     follow = rng.integers(0, model.n_vocab, size=n, dtype=np.int32)
     for i in range(n):
-        lctx.decode(llama_cpp.llama_batch_get_one(token, 1))
+        lctx.decode_token(token)
         lctx.synchronize()
-        token[0] = int(follow[i])
+        token = int(follow[i])
 
 
 def measure_speed(model: LlamaModel, threads: int, repetitions: int, *, pp: int = PP_TOKENS,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from hubbot import interrupts
 from hubbot.config import Config, load_config
 from hubbot.errors import HubbotError, describe_os_error
 from hubbot.hub.token import redact
@@ -25,15 +26,16 @@ def run_safely(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with interrupts.handled():  # SIGTERM (a CI cancel) unwinds like Ctrl-C
+                return fn(*args, **kwargs)
         except HubbotError as exc:
             if os.environ.get("HUBBOT_DEBUG"):
                 raise
             click.echo(redact(f"error: {exc}"), err=True)
             sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("error: interrupted; rerun the same command to resume", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as exc:
+            click.echo(f"error: {interrupts.message(exc)}", err=True)
+            sys.exit(interrupts.exit_code(exc))
         except OSError as exc:
             if os.environ.get("HUBBOT_DEBUG"):
                 raise

@@ -19,10 +19,7 @@ while ``llama_decode`` runs.
 from __future__ import annotations
 
 import ctypes
-import logging
-import multiprocessing as mp
 import os
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +28,8 @@ import numpy as np
 
 from hubbot.errors import ImatrixError
 from hubbot.imatrix.io import ImatrixData
-
-log = logging.getLogger(__name__)
+from hubbot.llama import child
+from hubbot.llama.session import Batch, LlamaContext, LlamaModel
 
 MIN_BATCH_TOKENS = 16  # llama.cpp ignores smaller batches (noisy, and prompt-processing only)
 GGML_TYPE_F32 = 0
@@ -218,39 +215,6 @@ class CollectSettings:
     gpu_layers: int = 0
 
 
-_LOG_KEEP: list = []
-
-
-def _quiet_llama() -> None:
-    import llama_cpp
-
-    if _LOG_KEEP:
-        return
-
-    @llama_cpp.llama_log_callback
-    def on_log(level, text, user_data):
-        if level >= 4:  # GGML_LOG_LEVEL_ERROR... only errors would matter; keep them at debug
-            log.debug("llama.cpp: %s", text.decode("utf-8", errors="replace").rstrip())
-
-    _LOG_KEEP.append(on_log)
-    llama_cpp.llama_log_set(on_log, None)
-
-
-def tokenize(vocab, text: str) -> np.ndarray:
-    """Tokens of ``text`` with the model's BOS when it adds one (like llama.cpp's tools)."""
-    import llama_cpp
-
-    data = text.encode("utf-8")
-    n_max = len(data) + 16
-    for _ in range(2):  # a byte-fallback vocabulary can need more tokens than bytes: retry once
-        buf = (llama_cpp.llama_token * n_max)()
-        n = llama_cpp.llama_tokenize(vocab, data, len(data), buf, n_max, True, False)
-        if n >= 0:
-            return np.ctypeslib.as_array(buf)[:n].copy()
-        n_max = -n
-    raise ImatrixError("llama.cpp could not tokenize the calibration text")
-
-
 def collect(model: Path, text: str, settings: CollectSettings, dataset: str,
             on_tokens: Callable[[int], None] | None = None) -> ImatrixData:
     """Run ``model`` over ``text`` and return the accumulated importance matrix.
@@ -262,20 +226,10 @@ def collect(model: Path, text: str, settings: CollectSettings, dataset: str,
     Raises ImatrixError when the model does not load, the text is shorter than one chunk,
     or llama.cpp fails to decode.
     """
-    import llama_cpp
-
-    _quiet_llama()
-    llama_cpp.llama_backend_init()
-    mparams = llama_cpp.llama_model_default_params()
-    mparams.n_gpu_layers = settings.gpu_layers
-    mdl = llama_cpp.llama_model_load_from_file(str(model).encode(), mparams)
-    if not mdl:
-        raise ImatrixError(f"llama.cpp could not load {model}; check that it is a complete GGUF model")
     collector = Collector()
-    ctx = batch = None
-    try:
-        vocab = llama_cpp.llama_model_get_vocab(mdl)
-        tokens = tokenize(vocab, text)
+    with LlamaModel(model, settings.gpu_layers, error=ImatrixError,
+                    fix="check that it is a complete GGUF model") as lm:
+        tokens = lm.tokenize(text.encode("utf-8"), "the calibration text")
         n_ctx = settings.ctx
         n_chunks = len(tokens) // n_ctx
         if n_chunks < 1:
@@ -284,101 +238,45 @@ def collect(model: Path, text: str, settings: CollectSettings, dataset: str,
                 "use a longer text or a smaller imatrix.ctx")
         if settings.chunks:
             n_chunks = min(n_chunks, settings.chunks)
-        cparams = llama_cpp.llama_context_default_params()
-        cparams.n_ctx = n_ctx
-        cparams.n_batch = n_ctx
-        cparams.n_ubatch = min(n_ctx, 512)
-        cparams.n_seq_max = 1
-        cparams.n_threads = cparams.n_threads_batch = settings.threads
-        cparams.cb_eval = collector.callback
-        cparams.cb_eval_user_data = None
-        ctx = llama_cpp.llama_init_from_model(mdl, cparams)
-        if not ctx:
-            raise ImatrixError(f"llama.cpp could not create a context of {n_ctx} tokens for {model.name}; lower imatrix.ctx")
-        add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
-        bos = llama_cpp.llama_vocab_bos(vocab)
-        batch = llama_cpp.llama_batch_init(n_ctx, 0, 1)
-        mem = llama_cpp.llama_get_memory(ctx)
-        for c in range(n_chunks):
-            chunk = tokens[c * n_ctx:(c + 1) * n_ctx].copy()
-            if add_bos:
-                chunk[0] = bos
-            llama_cpp.llama_memory_clear(mem, True)
-            for i, tok in enumerate(chunk.tolist()):
-                batch.token[i] = tok
-                batch.pos[i] = i
-                batch.n_seq_id[i] = 1
-                batch.seq_id[i][0] = 0
-                batch.logits[i] = 1  # every position: see the module docstring
-            batch.n_tokens = n_ctx
-            rc = llama_cpp.llama_decode(ctx, batch)
-            if collector.error is not None:
-                raise collector.error
-            if rc != 0:
-                raise ImatrixError(f"llama.cpp failed to decode chunk {c + 1} of the calibration text (rc={rc})")
-            collector.end_of_first_graph()
-            if on_tokens:
-                on_tokens(n_ctx)
-        sums, counts = collector.result()
-        return ImatrixData(
-            sums={k: v.astype(np.float32) for k, v in sums.items()},
-            counts={k: v.astype(np.float32) for k, v in counts.items()},
-            datasets=[dataset], chunk_count=n_chunks, chunk_size=n_ctx,
-        )
-    finally:
-        if batch is not None:
-            llama_cpp.llama_batch_free(batch)
-        if ctx:
-            llama_cpp.llama_free(ctx)
-        llama_cpp.llama_model_free(mdl)
+        pos = np.arange(n_ctx, dtype=np.int32)
+        seq = np.zeros(n_ctx, dtype=np.int32)
+        every = np.ones(n_ctx, dtype=np.int8)  # outputs at every position: see the module docstring
+        with LlamaContext(lm, n_ctx, 1, settings.threads, eval_callback=collector.callback,
+                          fix="lower imatrix.ctx") as lctx, Batch(n_ctx) as batch:
+            for c in range(n_chunks):
+                chunk = tokens[c * n_ctx:(c + 1) * n_ctx].copy()
+                if lm.add_bos:
+                    chunk[0] = lm.bos
+                lctx.clear()
+                batch.set(chunk, pos, seq, every)
+                lctx.decode(batch.raw)
+                if collector.error is not None:
+                    raise collector.error
+                collector.end_of_first_graph()
+                if on_tokens:
+                    on_tokens(n_ctx)
+    sums, counts = collector.result()
+    return ImatrixData(
+        sums={k: v.astype(np.float32) for k, v in sums.items()},
+        counts={k: v.astype(np.float32) for k, v in counts.items()},
+        datasets=[dataset], chunk_count=n_chunks, chunk_size=n_ctx,
+    )
 
 
-def _child(conn, model, text, settings, dataset) -> None:
-    try:
-        data = collect(Path(model), text, settings, dataset, on_tokens=lambda n: conn.send(("tokens", n)))
-        conn.send(("done", data))
-    except ImatrixError as exc:
-        conn.send(("error", str(exc)))
-    except BaseException:  # noqa: BLE001  (report any failure to the parent, then exit)
-        conn.send(("crash", traceback.format_exc(limit=4)))
-    conn.close()
-    os._exit(0)
+def _collect_in_child(send, model: str, text: str, settings: CollectSettings, dataset: str) -> ImatrixData:
+    return collect(Path(model), text, settings, dataset, on_tokens=lambda n: send("tokens", n))
 
 
 def collect_isolated(model: Path, text: str, settings: CollectSettings, dataset: str,
                      on_tokens: Callable[[int], None] | None = None) -> ImatrixData:
-    """``collect`` in a forked child: a GGML_ASSERT abort becomes an ImatrixError, and the
+    """``collect`` in a child process: a GGML_ASSERT abort becomes an ImatrixError, and the
     model and its logits buffer are gone from memory when this returns."""
+
+    def on_message(kind: str, payload) -> None:
+        if kind == "tokens" and on_tokens:
+            on_tokens(payload)
+
     # spawn, not fork: a forked child deadlocks in GNU OpenMP when the parent already ran
     # ggml compute threads (bench or an earlier collection in the same process).
-    mpctx = mp.get_context("spawn")
-    recv, send = mpctx.Pipe(duplex=False)
-    proc = mpctx.Process(target=_child, args=(send, str(model), text, settings, dataset), daemon=True)
-    proc.start()
-    send.close()
-    result: ImatrixData | None = None
-    try:
-        while True:
-            try:
-                kind, payload = recv.recv()
-            except EOFError:
-                break
-            if kind == "tokens":
-                if on_tokens:
-                    on_tokens(payload)
-            elif kind == "done":
-                result = payload
-            elif kind == "error":
-                raise ImatrixError(payload)
-            elif kind == "crash":
-                raise ImatrixError(f"collecting the importance matrix failed: {payload.strip().splitlines()[-1]}")
-        proc.join()
-        if result is None:
-            raise ImatrixError(f"llama.cpp aborted while collecting the importance matrix (exit {proc.exitcode}); "
-                               "rerun with -v for llama.cpp's messages")
-        return result
-    finally:
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-        recv.close()
+    return child.run(_collect_in_child, (str(model), text, settings, dataset), method="spawn", error=ImatrixError,
+                     what="collecting the importance matrix", on_message=on_message)

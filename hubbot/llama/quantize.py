@@ -1,23 +1,18 @@
 """The embedded quantizer: llama.cpp's ``llama_model_quantize`` through llama-cpp-python.
 
-Each call runs in a child process. llama.cpp reports most failures as a return code, but
-``GGML_ASSERT`` aborts the whole process; in a child that abort becomes a one-line
-``BuildError`` instead of killing hubbot. Children come from a fork server (a clean process
-started once): a plain ``fork`` of a process that has already run ggml's OpenMP threads (a
-benchmark, say) deadlocks when the quantizer initialises the IQ grids with ``omp parallel``. The child streams llama.cpp's log lines back,
-which gives the per-tensor progress bar and, for dry runs, the exact type of every tensor
-after llama.cpp's own mixing rules and shape fallbacks.
+Each call runs in a child process (``hubbot.llama.child``). llama.cpp reports most failures as
+a return code, but ``GGML_ASSERT`` aborts the whole process; in a child that abort becomes a
+one-line ``BuildError`` instead of killing hubbot. Children come from a fork server (a clean
+process started once): a plain ``fork`` of a process that has already run ggml's OpenMP threads
+(a benchmark, say) deadlocks when the quantizer initialises the IQ grids with ``omp parallel``.
+The child streams llama.cpp's log lines back, which gives the per-tensor progress bar and, for
+dry runs, the exact type of every tensor after llama.cpp's own mixing rules and shape fallbacks.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import functools
-import multiprocessing as mp
-import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +22,7 @@ import numpy as np
 
 from hubbot.config import recipes
 from hubbot.errors import BuildError
+from hubbot.llama import child, logs
 
 # One record per tensor, possibly over several log lines (with an imatrix, llama.cpp logs a
 # "did not find weights for ..." line between the head and the conversion):
@@ -37,7 +33,6 @@ _TENSOR_HEAD = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]\s+(\S+)\s+-\s+\[[^\]]*\],\s+t
 _CONVERTED = re.compile(r"converting to (\w+)|MiB\s+\((\w+)\)\s*$")
 # "warning: blk.0.attn_k.weight - ncols 640 not divisible by 256 (required for type q4_K) -> falling back to q5_0"
 _FALLBACK_LINE = re.compile(r"^warning:\s+(\S+)\s+-.*required for type\s+(\w+)\)\s+->\s+falling back to\s+(\w+)")
-_ERROR_HINTS = ("error", "failed", "missing importance matrix", "exception", "assert", "abort")
 
 KV_INT, KV_FLOAT, KV_BOOL, KV_STR = 0, 1, 2, 3
 
@@ -166,53 +161,42 @@ def build_params(spec: QuantizeSpec, imatrix: Mapping[str, np.ndarray] | None, d
     return params, keep
 
 
-def _child(source: str, output: str, spec: QuantizeSpec, imatrix, dry_run: bool, conn, err_path: str) -> None:
-    # llama.cpp and ggml print asserts straight to fd 2: keep them for the parent's message.
-    # ggml_abort would also run gdb for a backtrace (on fd 1): not wanted here.
-    fd = os.open(err_path, os.O_WRONLY | os.O_TRUNC)
-    os.dup2(fd, 2)
-    os.dup2(fd, 1)
-    os.environ["GGML_NO_BACKTRACE"] = "1"
+def _quantize_in_child(_send, source: str, output: str, spec: QuantizeSpec, imatrix, dry_run: bool) -> tuple[int, int]:
+    """In the child (see ``hubbot.llama.child``): llama.cpp's return code and this process's peak RSS."""
+    import resource
+
     import llama_cpp
 
     params, keep = build_params(spec, imatrix, dry_run)
-
-    pending = [""]
-
-    @llama_cpp.llama_log_callback
-    def on_log(level, text, user_data):  # llama.cpp may deliver a line in several pieces
-        pending[0] += text.decode("utf-8", errors="replace")
-        if "\n" in pending[0]:
-            *done, pending[0] = pending[0].split("\n")
-            conn.send(("log", done))
-
-    llama_cpp.llama_log_set(on_log, None)
     rc = llama_cpp.llama_model_quantize(source.encode(), output.encode(), ctypes.byref(params))
-    if pending[0]:
-        conn.send(("log", [pending[0]]))
-    import resource
-
-    conn.send(("rss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
-    conn.send(("rc", int(rc)))
-    conn.close()
     del keep
-    os._exit(0)
+    return int(rc), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-@functools.lru_cache(maxsize=1)
-def _context():
-    ctx = mp.get_context("forkserver")
-    # The server imports the engine once; each quantization is then a cheap fork of it.
-    ctx.set_forkserver_preload(["llama_cpp", "numpy", "hubbot.llama.quantize"])
-    return ctx
+class _LogReader:
+    """Reads the quantizer's log lines as they arrive: the per-tensor report and the progress bar."""
 
+    def __init__(self, report: QuantizeReport, progress) -> None:
+        self.report, self.progress = report, progress
+        self.fallbacks: dict[str, str] = {}
 
-def _error_summary(lines: list[str]) -> str:
-    for line in reversed(lines):
-        low = line.lower()
-        if any(h in low for h in _ERROR_HINTS) and line.strip():
-            return line.strip().strip("=").strip()
-    return next((ln.strip() for ln in reversed(lines) if ln.strip()), "no message from llama.cpp")
+    def __call__(self, kind: str, lines) -> None:
+        if kind != "log":
+            return
+        report = self.report
+        for line in lines:
+            report.log.append(line)
+            if m := _FALLBACK_LINE.match(line):
+                self.fallbacks[m.group(1)] = _canon_type(m.group(2))
+                continue
+            if m := _TENSOR_HEAD.match(line):
+                src_type = _canon_type(m.group(4))
+                report.tensors.append(TensorResult(m.group(3), src_type, src_type, self.fallbacks.get(m.group(3))))
+                if self.progress is not None:
+                    self.progress.total = int(m.group(2))
+                    self.progress.update(1)
+            if report.tensors and (c := _CONVERTED.search(line)):
+                report.tensors[-1].type = _canon_type(c.group(1) or c.group(2))
 
 
 def quantize(
@@ -221,64 +205,22 @@ def quantize(
 ) -> QuantizeReport:
     """Run llama.cpp's quantizer on ``source`` writing ``output`` (nothing is written on dry runs).
 
-    ``output`` is written as given: callers pass a temporary path and rename it on success.
+    ``output`` is written as given: callers pass a temporary path and rename it on success; when
+    this raises (an interrupt included), the quantizer's process has ended and writes no more.
     Raises BuildError with llama.cpp's own reason when the quantizer fails or aborts.
     """
     # Built here once to turn bad input into a clean error before any process starts; the child
     # builds its own copy from the same (pickled) spec and imatrix.
     _, keep = build_params(spec, imatrix, dry_run)
-    ctx = _context()
-    recv, send = ctx.Pipe(duplex=False)
-    err = tempfile.NamedTemporaryFile(prefix="hubbot-quantize-", suffix=".log", delete=False)
-    err.close()
     report = QuantizeReport()
-    fallbacks: dict[str, str] = {}
-    rc: int | None = None
     start = time.perf_counter()
-    proc = ctx.Process(target=_child, args=(str(source), str(output), spec, dict(imatrix) if imatrix else None, dry_run, send, err.name), daemon=True)
-    try:
-        proc.start()
-        send.close()
-        while True:
-            try:
-                kind, payload = recv.recv()
-            except EOFError:
-                break
-            if kind == "rc":
-                rc = payload
-                continue
-            if kind == "rss":
-                report.peak_rss = payload
-                continue
-            for line in payload:
-                report.log.append(line)
-                if m := _FALLBACK_LINE.match(line):
-                    fallbacks[m.group(1)] = _canon_type(m.group(2))
-                    continue
-                if m := _TENSOR_HEAD.match(line):
-                    src_type = _canon_type(m.group(4))
-                    report.tensors.append(TensorResult(m.group(3), src_type, src_type, fallbacks.get(m.group(3))))
-                    if progress is not None:
-                        progress.total = int(m.group(2))
-                        progress.update(1)
-                if report.tensors and (c := _CONVERTED.search(line)):
-                    report.tensors[-1].type = _canon_type(c.group(1) or c.group(2))
-        proc.join()
-        report.seconds = time.perf_counter() - start
-        if proc.exitcode != 0 or rc is None:
-            tail = Path(err.name).read_text(errors="replace").splitlines()
-            raise BuildError(
-                f"llama.cpp aborted while quantizing {Path(source).name} to {spec.file_type} "
-                f"(exit {proc.exitcode}): {_error_summary(report.log + tail)}"
-            )
-        if rc != 0:
-            raise BuildError(f"llama.cpp could not quantize to {spec.file_type}: {_error_summary(report.log)}")
-        return report
-    finally:
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-        recv.close()
-        with contextlib.suppress(OSError):
-            os.unlink(err.name)
-        del keep
+    # A fork server, not a plain fork: see hubbot.llama.child (OpenMP threads and fork deadlock).
+    rc, report.peak_rss = child.run(
+        _quantize_in_child, (str(source), str(output), spec, dict(imatrix) if imatrix else None, dry_run),
+        method="forkserver", preload=("llama_cpp", "numpy", "hubbot.llama.quantize"), error=BuildError,
+        what=f"quantizing {Path(source).name} to {spec.file_type}", on_message=_LogReader(report, progress))
+    report.seconds = time.perf_counter() - start
+    del keep
+    if rc != 0:
+        raise BuildError(f"llama.cpp could not quantize to {spec.file_type}: {logs.summarize(report.log)}")
+    return report

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from hubbot import interrupts
 from hubbot.config import Config, SourceConfig
 from hubbot.errors import SourceError
 from hubbot.gguf_io.info import GGUFInfo, open_reader, read_info
@@ -166,8 +167,10 @@ class ConverterEnv:
 
     def _pip(self, cmd: list[str], env: dict[str, str]) -> None:
         tail: deque[str] = deque(maxlen=40)
-        with bar(None, "installing the converter (torch, transformers)", unit="line") as pbar:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        # The child is killed if hubbot is stopped (SIGINT/SIGTERM) or fails while it runs.
+        with bar(None, "installing the converter (torch, transformers)", unit="line") as pbar, \
+                interrupts.stopped_on_error(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                                             text=True, env=env)) as proc:
             assert proc.stdout is not None
             for line in proc.stdout:
                 tail.append(line)
@@ -191,9 +194,10 @@ def run_converter(python: Path, model_dir: Path, out: Path, outtype: str, model_
         cmd += ["--model-name", model_name]
     log.info("converting %s to %s", model_dir, outtype.upper())
     tail: deque[str] = deque(maxlen=60)
-    with bar(expected_tensors, f"converting to {outtype}", unit="tensor") as pbar:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=_child_env(offline=True), cwd=str(out.parent))
+    # Killed if hubbot is stopped, before atomic_path removes the file it was writing.
+    with bar(expected_tensors, f"converting to {outtype}", unit="tensor") as pbar, \
+            interrupts.stopped_on_error(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                                         env=_child_env(offline=True), cwd=str(out.parent))) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
             tail.append(line)
