@@ -147,8 +147,9 @@ def test_reference_against_itself_is_zero(project):
     _, res = project
     kld = res["bf16"]["kld"]
     assert kld["reference"] == "bf16"
-    # The reference is stored with 16-bit log-probs: only that rounding is left.
-    assert 0 <= kld["mean"] < 1e-4 and kld["max"] < 1e-3
+    # The reference is stored with 16-bit log-probs: only that rounding is left. The rounded
+    # distribution does not sum to exactly 1, so the mean can land a hair below zero.
+    assert -1e-6 < kld["mean"] < 1e-4 and kld["max"] < 1e-3
     assert kld["same_top"] == 1.0
     assert abs(kld["dp_mean"]) < 1e-5
 
