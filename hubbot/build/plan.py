@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -32,10 +30,10 @@ def plan_project(cfg: Config, only: Iterable[str] | None = None, threads: int | 
     resolution = source_plan(cfg, WorkDir(cfg.workdir).cache)
     work, source, variants = prepare(cfg, only)
     imatrix = load_imatrix(cfg, source, work, variants, nthreads, compute=False)
-    # Each dry run is a child process that mostly parses the header: run a few at once.
-    with ThreadPoolExecutor(max_workers=max(1, min(len(variants), os.cpu_count() or 1, 8))) as pool:
-        plans = list(pool.map(lambda v: plan_variant(cfg, v, source, work, imatrix, nthreads, dry_run=dry_run,
-                                                     compare_standard=dry_run), variants))
+    # One dry run at a time: starting forkserver children from several threads at once loses some
+    # of them under load (CPython issue 140867: exit code 255).
+    plans = [plan_variant(cfg, v, source, work, imatrix, nthreads, dry_run=dry_run, compare_standard=dry_run)
+             for v in variants]
     resources, shards = None, [None] * len(plans)
     if dry_run:  # sizes and types come from the dry run: without it there is nothing to add up
         assert source.info is not None
