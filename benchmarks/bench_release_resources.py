@@ -249,10 +249,12 @@ def estimate(convert: Job) -> dict[str, dict]:
 
 
 def report(jobs: list[Job], estimates: dict[str, dict], args) -> None:
+    from hubbot.build.jobs import JobEstimate
+
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; threads {args.threads}; "
           f"max_shard_size {args.max_shard_size}; MB = 10^6 bytes")
     print(f"{'job':<20} {'disk est':>9} {'measured':>9} {'ratio':>6}  {'mem est':>8} {'RSS tree':>9} {'max proc':>9}"
-          f" {'ratio':>6}  {'CPU est s':>9} {'CPU s':>7} {'wall s':>7}")
+          f" {'ratio':>6}  {'CPU est s':>9} {'CPU s':>7} {'wall est':>8} {'wall s':>7}")
     worst = 1.0
     for job in jobs:
         row = estimates.get(job.name)
@@ -262,10 +264,11 @@ def report(jobs: list[Job], estimates: dict[str, dict], args) -> None:
         d_ratio = row["disk"] / max(1, job.peak_disk)
         m_ratio = row["memory"] / max(1, job.peak_rss)
         worst = max(worst, d_ratio, 1 / d_ratio)
-        cpu_est = row["compute_seconds"] / args.threads + row["inference_cpu_seconds"] / args.threads + row["serial_seconds"]
-        print(f"{job.name:<20} {row['disk'] / 1e6:9.0f} {job.peak_disk / 1e6:9.0f} {d_ratio:6.2f}  "
+        est = JobEstimate.from_json(row)
+        cpu_est = row["cpu_seconds"] + row["serial_seconds"]
+        print(f"{job.name:<20} {row['disk'] / 1e6:9.2f} {job.peak_disk / 1e6:9.2f} {d_ratio:6.2f}  "
               f"{row['memory'] / 1e6:8.0f} {job.peak_rss / 1e6:9.0f} {job.max_rss / 1e6:9.0f} {m_ratio:6.2f}  "
-              f"{cpu_est * args.threads:9.0f} {job.cpu:7.0f} {job.wall:7.0f}")
+              f"{cpu_est:9.0f} {job.cpu:7.0f} {est.wall_seconds(args.threads):8.0f} {job.wall:7.0f}")
     print(f"disk: worst estimate/measurement {worst:.2f}x (acceptance: within 1.5x) -> "
           f"{'PASS' if worst <= 1.5 else 'FAIL'}")
     for job in jobs:

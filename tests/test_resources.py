@@ -162,7 +162,7 @@ def test_plan_on_the_standin_matches_llama_cpps_dry_run(tmp_path, standin, stand
     shards = {v["name"]: v["shards"] for v in data["variants"] if v["shards"]}
     assert set(shards) == {"bf16", "f16"}
     for files in shards.values():
-        assert [s["file"][-19:] for s in files] == ["-00001-of-00002.gguf", "-00002-of-00002.gguf"]
+        assert [s["file"][-20:] for s in files] == ["-00001-of-00002.gguf", "-00002-of-00002.gguf"]
         assert all(s["bytes"] < 50 * GB for s in files)
         assert abs(sum(s["bytes"] for s in files) - data["variants"][0]["size"]) < 10**6
 

@@ -24,7 +24,9 @@ from hubbot.build.resources import (
     reference_bytes,
 )
 
-SMALL_FILES = 1 << 20  # results, manifests, upstream card: what a card job holds
+# The card job's files: per variant a manifest entry and a bench result (a 4 KB block each), plus
+# README.md, the chart and the config (measured: 24 KB for one variant).
+CARD_BASE_BYTES, CARD_VARIANT_BYTES = 16 << 10, 8 << 10
 
 
 @dataclass
@@ -49,7 +51,8 @@ class JobEstimate:
     cpu_seconds: float = 0.0  # compute that spreads over the cores (quantizing, conversion)
     inference_cpu_seconds: float = 0.0  # model passes (imatrix, perplexity, KLD, speed): CPU or GPU
     inference_param_tokens: float = 0.0  # the same work as parameters x tokens, for the GPU estimate
-    serial_seconds: float = 0.0  # hashing, copying, generation: not faster with more cores
+    serial_seconds: float = 0.0  # hashing, copying: not faster with more cores
+    generation_bytes: float = 0.0  # weights read by the speed test's generation: memory-bound
     download: int = 0
     upload: int = 0
     notes: list[str] = field(default_factory=list)
@@ -64,8 +67,12 @@ class JobEstimate:
 
     def wall_seconds(self, cores: int, gpu: bool = False) -> float:
         """Estimated elapsed time on ``cores`` cores (model passes on one GPU when ``gpu``)."""
-        infer = (self.inference_param_tokens / tp.THROUGHPUT["gpu_inference"].value if gpu
-                 else self.inference_cpu_seconds / cores)
+        if gpu:
+            infer = (self.inference_param_tokens / tp.THROUGHPUT["gpu_inference"].value
+                     + self.generation_bytes / tp.THROUGHPUT["gpu_bandwidth"].value)
+        else:
+            bandwidth = tp.THROUGHPUT["tg_bandwidth"].value * min(cores, tp.TG_THREADS_CAP.value)
+            infer = self.inference_cpu_seconds / cores + self.generation_bytes / bandwidth
         transfer = (self.download + self.upload) / tp.THROUGHPUT["network"].value
         return self.cpu_seconds / cores + infer + self.serial_seconds + transfer
 
@@ -78,8 +85,8 @@ class JobEstimate:
             "cpu_seconds": round(self.cpu_seconds + self.inference_cpu_seconds, 1),
             "compute_seconds": round(self.cpu_seconds, 1), "inference_cpu_seconds": round(self.inference_cpu_seconds, 1),
             "inference_param_tokens": self.inference_param_tokens,
-            "serial_seconds": round(self.serial_seconds, 1), "download": self.download, "upload": self.upload,
-            "notes": self.notes,
+            "serial_seconds": round(self.serial_seconds, 1), "generation_bytes": self.generation_bytes,
+            "download": self.download, "upload": self.upload, "notes": self.notes,
         }
 
     @classmethod
@@ -89,7 +96,8 @@ class JobEstimate:
                    [Item(i["what"], i["bytes"], i["where"]) for i in row["disk_items"]],
                    [Item(i["what"], i["bytes"], i["where"]) for i in row["memory_items"]], row["memory_step"],
                    row["compute_seconds"], row["inference_cpu_seconds"], row["inference_param_tokens"],
-                   row["serial_seconds"], row["download"], row["upload"], list(row.get("notes", [])))
+                   row["serial_seconds"], row["generation_bytes"], row["download"], row["upload"],
+                   list(row.get("notes", [])))
 
 
 def _hash(nbytes: int) -> float:
@@ -121,7 +129,7 @@ def _bench(shape: ModelShape, bench: BenchShape, job: JobEstimate, model_bytes: 
     job.inference_param_tokens += tokens * params
     job.inference_cpu_seconds += tokens * params / tp.inference_rate(weight_type)
     if bench.speed:  # generation reads every weight once per token: memory-bound
-        job.serial_seconds += (bench.repetitions * TG_TOKENS + 1) * model_bytes / tp.THROUGHPUT["tg_bandwidth"].value
+        job.generation_bytes += (bench.repetitions * TG_TOKENS + 1) * model_bytes
 
 
 def _bench_memory(shape: ModelShape, bench: BenchShape, model_bytes: int) -> list[Item]:
@@ -155,7 +163,8 @@ def convert_job(shape: ModelShape, staged: VariantFacts | None, source: SourceFa
         n_max = max(t.n_elements for t in shape.tensors)
         # gguf.quants: float32 values, their astype copy, and the re-encoding's temporaries.
         steps["expand"] = [Item("hubbot process", int(tp.PROCESS_BASE.value), "ram"),
-                           Item("largest tensor as float32 (x4 with temporaries)", 16 * n_max, "ram")]
+                           Item("largest tensor expanding (float32 and temporaries)",
+                                int(tp.DEQUANTIZE_BYTES.value * n_max), "ram")]
         job.serial_seconds += shape.n_params / tp.THROUGHPUT["dequantize_numpy"].value
     job.serial_seconds += _hash(shape.file_bytes)
     if staged is not None:
@@ -185,14 +194,13 @@ def imatrix_job(shape: ModelShape, staged_bytes: int, staged: VariantFacts | Non
     job = JobEstimate("imatrix", "imatrix", None, disk, [], "", download=staged_bytes)
     job.serial_seconds += _hash(staged_bytes)
     steps: dict[str, list[Item]] = {}
-    params = shape.matmul_params
     if imatrix:
         disk.append(Item("importance matrix (cache and out/)", 2 * shape.imatrix_bytes()))
         steps["imatrix"] = inference_memory(shape, staged_bytes, ctx=bench.imatrix_ctx, n_seq=1,
                                             n_outputs=bench.imatrix_ctx)
-        tokens = bench.imatrix_chunks * bench.imatrix_ctx
-        job.inference_param_tokens += tokens * params
-        job.inference_cpu_seconds += tokens * params / tp.THROUGHPUT["imatrix"].value
+        work = bench.imatrix_chunks * bench.imatrix_ctx * shape.block_matmul_params
+        job.inference_param_tokens += work
+        job.inference_cpu_seconds += work / tp.THROUGHPUT["imatrix"].value
     disk.append(Item("reference distributions (sparse)", reference_bytes(shape, bench)))
     steps["reference distributions"] = _bench_memory(shape, bench, staged_bytes)
     _bench(shape, bench, job, staged_bytes, staged.type if staged else "BF16")
@@ -238,8 +246,9 @@ def build_job(shape: ModelShape, v: VariantFacts, staged_bytes: int, staged: Var
 
 
 def card_job(n_variants: int) -> JobEstimate:
-    job = JobEstimate("card", "card", None, [Item("job results, upstream card, README.md", SMALL_FILES)],
-                      [Item("hubbot process", int(tp.PROCESS_BASE.value), "ram")], "render",
+    files = CARD_BASE_BYTES + CARD_VARIANT_BYTES * n_variants
+    job = JobEstimate("card", "card", None, [Item("job results, manifest, README.md", files)],
+                      [Item("hubbot process (no engine)", int(tp.CARD_PROCESS.value), "ram")], "render",
                       serial_seconds=5.0 + 0.5 * n_variants)
     return job
 

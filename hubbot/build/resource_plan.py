@@ -229,6 +229,8 @@ def check_job(cfg: Config, job: str, only: list[str], rows: list[dict] | None, t
 def _hours(seconds: float | None) -> str:
     if seconds is None:
         return "-"
+    if seconds < 60:
+        return "<1 min"
     return f"{seconds / 60:.0f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
 
 

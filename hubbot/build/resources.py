@@ -95,6 +95,12 @@ class ModelShape:
                    if len(t.shape) >= 2 and (t.name.startswith("blk.") or t.name == out))
 
     @property
+    def block_matmul_params(self) -> int:
+        """Weights multiplied per token inside the blocks: what an importance-matrix pass computes
+        (hubbot's collector stops after the last block)."""
+        return sum(t.n_elements for t in self.tensors if len(t.shape) >= 2 and t.name.startswith("blk."))
+
+    @property
     def header_bytes(self) -> int:
         return max(0, self.file_bytes - sum(t.n_bytes for t in self.tensors))
 
