@@ -350,3 +350,17 @@ def test_convert_job_of_a_hub_checkpoint_is_checked_without_downloading(tmp_path
     assert not list(Path(os.environ["HF_HOME"]).rglob("*.safetensors"))
     result = CliRunner().invoke(main, ["plan", "-c", str(cfg), "--check-job", "imatrix"])
     assert result.exit_code == 1 and "--plan-file" in result.output
+
+
+def test_rebuilt_reference_mode_adds_the_float_variant_to_later_jobs(tmp_path, tiny_gguf):
+    from hubbot.build.plan import plan_project
+    from hubbot.config import load_config
+
+    cfg = load_config(write_config(tmp_path / "p", f"source:\n  path: {tiny_gguf}\ntarget:\n  repo: {USER}/tiny-GGUF\n"
+                                   "variants:\n  - {name: f16, type: F16}\n  - {name: q8_0, type: Q8_0}\n"))
+    flow = {j["name"]: j for j in plan_project(cfg, threads=1)["resources"]["jobs"]}
+    today = {j["name"]: j for j in plan_project(cfg, threads=1, reference="rebuilt")["resources"]["jobs"]}
+    f16 = tiny_gguf.stat().st_size  # the staged F16 copy of an F16 source: same tensors, same header
+    assert abs(today["build:q8_0"]["disk"] - flow["build:q8_0"]["disk"] - f16) < 64 * 1024
+    assert abs(today["imatrix"]["disk"] - flow["imatrix"]["disk"] - f16) < 64 * 1024
+    assert today["convert"]["disk"] == flow["convert"]["disk"]

@@ -17,7 +17,7 @@ from typing import Any
 
 from hubbot.build import throughput as tp
 from hubbot.build.jobs import JobEstimate, SourceFacts, release_jobs
-from hubbot.build.resources import BenchShape, ModelShape, VariantFacts, shard_layout
+from hubbot.build.resources import SOFTMAX_ITEM, BenchShape, ModelShape, VariantFacts, shard_layout
 from hubbot.build.runners import RUNNER_CLASSES, check_machine, runner_advice, smallest_fit
 from hubbot.config import Config, TextFile, VariantConfig
 from hubbot.config.recipes import FLOAT_TYPES
@@ -79,9 +79,10 @@ def variant_facts(cfg: Config, name: str, file: str, type_name: str, size: int, 
     return facts
 
 
-def job_row(job: JobEstimate) -> dict[str, Any]:
+def job_row(job: JobEstimate, threads: int = 1) -> dict[str, Any]:
     fit = smallest_fit(job)
-    return {**job.to_json(), "runner": fit.name if fit else "self-hosted", "runner_advice": runner_advice(job),
+    return {**job.to_json(), "threads": threads, "runner": fit.name if fit else "self-hosted",
+            "runner_advice": runner_advice(job),
             "wall_seconds": {f"{c}c": round(job.wall_seconds(c)) for c in WALL_CORES},
             "gpu_wall_seconds": round(job.wall_seconds(16, gpu=True)) if job.inference_param_tokens else None}
 
@@ -108,7 +109,7 @@ def resource_plan(cfg: Config, shape: ModelShape, variants: list[VariantFacts], 
                       "imatrix_file": shape.imatrix_bytes() if imatrix else 0,
                       "reference": next(i.bytes for i in jobs[1].disk if i.what.startswith("reference"))},
         "staged": staged.name if staged else None,
-        "jobs": [job_row(j) for j in jobs],
+        "jobs": [job_row(j, bench.threads) for j in jobs],
         "runner_classes": [{"name": r.name, "cores": r.cores, "memory": r.memory, "disk": r.disk, "note": r.note}
                            for r in RUNNER_CLASSES],
         "throughput": tp.table(),
@@ -216,7 +217,11 @@ def check_job(cfg: Config, job: str, only: list[str], rows: list[dict] | None, t
     None for a Hub source, where only the convert job can be sized before its download.
     """
     if rows is not None:
-        estimate = JobEstimate.from_json(pick_job(rows, job, only))
+        row = pick_job(rows, job, only)
+        estimate = JobEstimate.from_json(row)
+        for item in estimate.memory:  # planned elsewhere: one softmax block per thread of this machine
+            if item.what == SOFTMAX_ITEM and row.get("threads"):
+                item.bytes = item.bytes * threads // row["threads"]
     elif job.split(":")[0] == "convert":
         estimate = convert_estimate_before_download(cfg, threads)
     else:

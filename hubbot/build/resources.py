@@ -29,6 +29,7 @@ MAX_BUF = 8 << 30  # llama.cpp's LLAMA_QUANT_MAX_BUF_SIZE: rows converted at onc
 SOFTMAX_ROWS = 16  # hubbot.bench.quality.ROWS: rows per scoring block, one block per thread
 UBATCH = 512  # llama.cpp's default micro-batch, the unit its compute buffer is sized for
 _NORM = re.compile(r"_norm\b|_norm\.")
+SOFTMAX_ITEM = "softmax blocks"  # scales with the benchmark's threads
 
 
 def type_nbytes(n_elements: int, type_name: str) -> int:
@@ -201,7 +202,7 @@ def inference_memory(shape: ModelShape, model_bytes: int, *, ctx: int, n_seq: in
              Item("compute buffer", compute, "ram"), Item("hubbot process", int(tp.PROCESS_BASE.value), "ram")]
     if scoring_threads:
         # Each scoring thread keeps a float32 block of 16 rows and numpy temporaries of the same size.
-        items.append(Item("softmax blocks", 2 * scoring_threads * SOFTMAX_ROWS * shape.n_vocab * 4, "ram"))
+        items.append(Item(SOFTMAX_ITEM, 2 * scoring_threads * SOFTMAX_ROWS * shape.n_vocab * 4, "ram"))
     return items
 
 
