@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from hubbot.build.run import default_threads, load_imatrix, prepare
+from hubbot.build.run import auto_planner, default_threads, load_imatrix, prepare
 from hubbot.build.spec import plan_variant
 from hubbot.config import Config
 from hubbot.config.recipes import ROLES
@@ -13,20 +13,22 @@ from hubbot.workdir import WorkDir, human_bytes
 
 
 def plan_project(cfg: Config, only: Iterable[str] | None = None, threads: int | None = None,
-                 dry_run: bool = True) -> dict[str, Any]:
+                 dry_run: bool = True, measure: bool = False) -> dict[str, Any]:
     """Everything ``hubbot plan`` shows, as JSON-ready data (also the CI matrix source)."""
     nthreads = default_threads(cfg, threads)
     # What the source needs (downloads, conversion), worked out before prepare() fetches it.
     resolution = source_plan(cfg, WorkDir(cfg.workdir).cache)
     work, source, variants = prepare(cfg, only)
-    imatrix = load_imatrix(cfg, source, work, variants, nthreads, compute=False)
-    plans = [plan_variant(cfg, v, source, work, imatrix, nthreads, dry_run=dry_run, compare_standard=dry_run)
-             for v in variants]
+    # measure: compute the imatrix and the sensitivity that recipe: auto allocations need.
+    imatrix = load_imatrix(cfg, source, work, variants, nthreads, compute=measure)
+    planner = auto_planner(cfg, source, work, imatrix, variants, nthreads, compute=measure)
+    plans = [plan_variant(cfg, v, source, work, imatrix, nthreads, dry_run=dry_run, compare_standard=dry_run,
+                          planner=planner) for v in variants]
     return {
         "config": str(cfg.path), "target": cfg.target.repo, "workdir": str(work.root),
         "source": dict(source.describe(), resolution=resolution),
         "imatrix": ({"file": imatrix.path.name, "sha256": imatrix.sha256} if imatrix else None),
-        "variants": [dict(p.to_json(), blocks=p.block_table()) for p in plans],
+        "variants": [dict(p.to_json(), blocks=p.block_table(), outside_blocks=p.outside_blocks()) for p in plans],
         "matrix": {"include": [{"variant": p.variant.name, "file": p.file_name} for p in plans]},
     }
 
@@ -48,6 +50,15 @@ def _block_rows(blocks: dict[str, dict[int, str]]) -> list[str]:
     return rows
 
 
+def _auto_lines(v: dict[str, Any]) -> list[str]:
+    a = v["auto"]
+    used = 100.0 * a["size"] / a["budget"]
+    out = [f"    budget {a['budget_text']}: {human_bytes(a['budget'])}, planned {human_bytes(a['size'])} ({used:.1f}% of it)"]
+    std = a.get("standard_predicted_kld")
+    out.append(f"    predicted mean KLD {a['predicted_kld']:.4g}" + (f" (standard {v['type']}: {std:.4g})" if std else ""))
+    return out
+
+
 def render_plan(data: dict[str, Any]) -> str:
     src = data["source"]
     lines = [f"source: {src['origin']} ({src['architecture']}, {src['block_count']} blocks, {human_bytes(src['size'])}, sha256 {src['sha256'][:12]})",
@@ -64,6 +75,12 @@ def render_plan(data: dict[str, Any]) -> str:
             delta = v["size"] - v["standard_size"]
             pct = 100.0 * delta / v["standard_size"]
             lines.append(f"    vs standard {v['type']}: {human_bytes(v['standard_size'])} -> {size} ({pct:+.1f}%)")
+        if v.get("auto"):
+            lines.extend(_auto_lines(v))
+        for note in v.get("notes") or []:
+            lines.append(f"    note: {note}")
         if v["blocks"] and (v.get("standard_size") or v["name"].startswith("dynamic")):
             lines.extend(_block_rows(v["blocks"]))
+            if v.get("auto"):  # the token embedding / output is part of an auto file's choice
+                lines.extend(f"      {name:<12} {t}" for name, t in (v.get("outside_blocks") or {}).items())
     return "\n".join(lines)

@@ -188,6 +188,7 @@ def collect_rows(cfg: Config, manifest: dict[str, dict], results: dict[str, dict
             "imatrix": bool(entry.get("imatrix")),
             "description": entry.get("description") or v.description,
             "adaptive": bool(v.layers), "layers": _layer_rules(v), "recipe": v.recipe,
+            "auto": auto_summary(entry.get("auto")),
             "fallbacks": _fallbacks(entry.get("fallbacks")),
             "tensor_types": _tensor_types(facts["tensor_types"] if facts else entry.get("tensor_types")),
             "is_float": (entry.get("type") or v.type) in FLOAT_TYPES,
@@ -222,7 +223,7 @@ def adaptive_pairs(rows: list[dict]) -> list[dict]:
     for a in rows:
         if not a["adaptive"] or not a["result"]:
             continue
-        std = next((s for s in rows if not s["adaptive"] and s["type"] == a["type"] and s["result"]), None)
+        std = next((s for s in rows if not s["adaptive"] and not s["auto"] and s["type"] == a["type"] and s["result"]), None)
         if std is None:
             continue
         ra, rs = a["result"], std["result"]
@@ -234,6 +235,46 @@ def adaptive_pairs(rows: list[dict]) -> list[dict]:
             "has_speed": ra["tg"] is not None and rs["tg"] is not None,
         })
     return pairs
+
+
+def _runs(blocks: list[int]) -> str:
+    """'0-3, 16, 17' style text for a sorted list of block indices."""
+    parts, start = [], None
+    for i, b in enumerate(blocks):
+        if start is None:
+            start = b
+        if i + 1 == len(blocks) or blocks[i + 1] != b + 1:
+            parts.append(str(start) if start == b else f"{start}-{b}")
+            start = None
+    return ", ".join(parts)
+
+
+def auto_summary(auto: dict | None) -> dict | None:
+    """A recipe: auto file's budget and its changes against the standard mix, grouped for a table."""
+    if not auto:
+        return None
+    changes = []
+    for role in auto.get("changes") or []:
+        for kind in ("raised", "lowered"):
+            groups: dict[tuple[str, str], list] = {}
+            for c in role[kind]:
+                groups.setdefault((c["from"], c["to"]), []).append(c["block"])
+            for (old, new), blocks in sorted(groups.items()):
+                where = "" if blocks == [None] else _runs(sorted(b for b in blocks if b is not None))
+                changes.append({"role": role["role"], "kind": kind, "from": old, "to": new, "blocks": where})
+    return {**auto, "change_rows": changes}
+
+
+def auto_comparisons(rows: list[dict]) -> list[dict]:
+    """Each measured auto file with the measured standard and layer-recipe files of its type."""
+    out = []
+    for a in rows:
+        if not a["auto"]:
+            continue
+        std = next((s for s in rows if not s["adaptive"] and not s["auto"] and s["type"] == a["type"] and s["result"]), None)
+        dyn = next((s for s in rows if s["adaptive"] and s["type"] == a["type"] and s["result"]), None)
+        out.append({"auto": a, "standard": std, "adaptive": dyn})
+    return out
 
 
 def formats_present(rows: list[dict]) -> list[dict]:

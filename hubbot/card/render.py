@@ -187,7 +187,8 @@ def _chart(cfg: Config, rows: list[dict]) -> str | None:
     if len(measured) < 2:
         return None
     points = [Point(r["name"], r["size"] / 1e9, r["result"]["ppl"],
-                    "float" if r["is_float"] else "adaptive" if r["adaptive"] else "standard") for r in measured]
+                    "float" if r["is_float"] else "adaptive" if r["adaptive"] else "auto" if r["auto"] else "standard")
+              for r in measured]
     return ppl_size_svg(points, f"{cfg.model_name}: perplexity against file size")
 
 
@@ -214,6 +215,9 @@ def build_context(cfg: Config, upstream: UpstreamCard | None, files: list[str] |
     pairs = card_data.adaptive_pairs(rows)
     adaptive = {"variants": adaptive_rows, "pairs": pairs,
                 "has_speed": bool(pairs) and all(p["has_speed"] for p in pairs)} if adaptive_rows else None
+    auto_rows = [r for r in rows if r["auto"]]
+    auto = {"variants": auto_rows, "comparisons": card_data.auto_comparisons(rows),
+            "has_kld": any(r["result"] and r["result"]["kld_mean"] is not None for r in auto_rows)} if auto_rows else None
     picks = []
     if ref_row is not None:
         for limit in (0.01, 0.05):
@@ -242,7 +246,7 @@ def build_context(cfg: Config, upstream: UpstreamCard | None, files: list[str] |
         "license_link": (upstream.meta.get("license_link") if upstream else None),
         "gen": card_data.generation(cfg, rows, manifest, imatrix),
         "bench": card_data.bench_settings(results, card_data.reference_file(results)) if measured else None,
-        "rows": rows, "quality": quality, "adaptive": adaptive,
+        "rows": rows, "quality": quality, "adaptive": adaptive, "auto": auto,
         "chart": {"file": card_data.CHART_NAME} if chart_svg else None,
         "formats": card_data.formats_present(rows), "picks": picks,
         "imatrix_file": imatrix,

@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from hubbot.config import recipes
+from hubbot.config.budgets import expand_auto_variants
 from hubbot.config.schema import Config
 from hubbot.config.yaml_lines import LineMap, load_with_lines
 from hubbot.errors import ConfigError
@@ -22,8 +23,11 @@ def _apply_recipes(data: dict, lines: LineMap) -> None:
         if not isinstance(variant, dict) or "recipe" not in variant:
             continue
         name = variant["recipe"]
+        if name == "auto":
+            continue  # chosen per tensor at plan time (hubbot.budget)
         if name not in recipes.BUILTIN_RECIPES:
-            hint = recipes.suggest(str(name), recipes.BUILTIN_RECIPES).replace("; known:", "; built-in recipes:")
+            known = [*recipes.BUILTIN_RECIPES, "auto"]
+            hint = recipes.suggest(str(name), known).replace("; known:", "; built-in recipes:")
             raise ConfigError(f"{lines.where(('variants', i, 'recipe'))}: unknown recipe {name!r}{hint}")
         merged = dict(recipes.BUILTIN_RECIPES[name])
         merged.update(variant)
@@ -81,6 +85,7 @@ def load_config(path: str | Path) -> Config:
     data, lines = load_with_lines(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping with source, target and variants")
+    expand_auto_variants(data, lines)
     _apply_recipes(data, lines)
     try:
         cfg = Config.model_validate(data)

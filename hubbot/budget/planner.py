@@ -1,0 +1,124 @@
+"""The budget stage as plan and build use it: sensitivity once per run, then one choice per variant.
+
+``AutoPlanner`` is created once per ``plan``/``build`` run. It reads (or, when allowed to, measures)
+the sensitivity of the source with its importance matrix, and turns each ``recipe: auto`` variant's
+budget into an allocation. With ``compute=False`` (``hubbot plan``) nothing slow runs: variants
+whose sensitivity is not cached yet get no allocation and the plan says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from hubbot.budget import calibrate
+from hubbot.budget.choose import AutoChoice, changes, check_budget, choose, predict
+from hubbot.budget.inventory import Inventory, Tensor
+from hubbot.budget.probes import ProbeRunner
+from hubbot.budget.sensitivity import (
+    DEFAULT_SAMPLE,
+    PROBE_CHUNKS,
+    Sensitivity,
+    calibration_key,
+    dry_run_inventory,
+    error_table,
+    load_sensitivity,
+    require_calibration,
+    run_probes,
+    save_sensitivity,
+    table_key,
+)
+from hubbot.config import Config, VariantConfig, config_lines
+from hubbot.config.recipes import FLOAT_TYPES
+from hubbot.imatrix.ref import ImatrixRef
+from hubbot.llama.quantize import QuantizeSpec, quantize
+from hubbot.source.resolve import ResolvedSource
+from hubbot.workdir import WorkDir
+
+log = logging.getLogger(__name__)
+
+
+class AutoPlanner:
+    def __init__(self, cfg: Config, source: ResolvedSource, work: WorkDir, imatrix: ImatrixRef | None,
+                 threads: int, compute: bool) -> None:
+        assert source.info is not None
+        self.cfg, self.source, self.work, self.imatrix = cfg, source, work, imatrix
+        self.threads, self.compute = threads, compute
+        self.folder = work.cache / "budget"
+        self._inventory: Inventory | None = None
+        self._sensitivity: Sensitivity | None = None
+        self._standard: dict[str, tuple[dict[str, str], int]] = {}
+
+    def _scratch(self) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return self.folder / "dry-run.gguf"
+
+    def inventory(self) -> Inventory:
+        if self._inventory is None:
+            values = self.imatrix.values if self.imatrix else None
+            self._inventory = dry_run_inventory(self.source.path, self.source.info, values, self._scratch())
+        return self._inventory
+
+    def sensitivity(self) -> Sensitivity | None:
+        """The calibrated sensitivity: cached, or measured now when ``compute`` (None otherwise)."""
+        if self._sensitivity is not None or self.imatrix is None:
+            return self._sensitivity
+        cfg, inv = self.cfg, self.inventory()
+        require_calibration(cfg.imatrix.calibration is not None, str(cfg.path))
+        from hubbot.imatrix.ensure import read_text_file
+
+        calib = read_text_file(cfg, cfg.imatrix.calibration)
+        tkey = table_key(self.source.sha256, self.imatrix.sha256, inv, DEFAULT_SAMPLE)
+        ckey = calibration_key(tkey, calib.sha256, cfg.imatrix.ctx, PROBE_CHUNKS)
+        self._sensitivity = load_sensitivity(self.folder, ckey)
+        if self._sensitivity is not None or not self.compute:
+            return self._sensitivity
+        self.folder.mkdir(parents=True, exist_ok=True)
+        errors = error_table(self.folder, tkey, self.source.path, inv, self.imatrix.values, self.threads, DEFAULT_SAMPLE)
+        full = next((t for t in ("BF16", "F16", "F32") if any(c.source_type == t for c in inv.choices.values())), "F16")
+        runner = ProbeRunner(self.source.path, calib.text.encode().removesuffix(b"\n"), self.folder / f"probes-{ckey[:16]}",
+                             self.imatrix.values or {}, full if full in FLOAT_TYPES else "F16", cfg.imatrix.ctx,
+                             PROBE_CHUNKS, cfg.imatrix.threads or self.threads, cfg.imatrix.gpu_layers)
+        probes = run_probes(self.folder, ckey, errors, self.source.info.block_count, runner)
+        coeffs = calibrate.fit(errors, probes, self.source.info.block_count)
+        self._sensitivity = Sensitivity(ckey, errors, coeffs)
+        save_sensitivity(self.folder, self._sensitivity)
+        return self._sensitivity
+
+    def standard(self, file_type: str) -> tuple[dict[str, str], int]:
+        """(tensor -> type, tensor bytes) of llama.cpp's own mix of ``file_type`` for this model."""
+        if file_type not in self._standard:
+            values = self.imatrix.values if self.imatrix else None
+            if values is None:  # a dry run never reads the values, but IQ types insist they exist
+                values = {n: np.ones(t.shape[0], dtype=np.float32) for n, t in self.inventory().choices.items()
+                          if n.startswith("blk.")}
+            report = quantize(self.source.path, self._scratch(), QuantizeSpec(file_type=file_type), values, dry_run=True)
+            shapes = {t.name: t for t in self.source.info.tensors}
+            types = {t.name: t.type for t in report.tensors}
+            nbytes = sum(Tensor(n, tuple(shapes[n].shape), shapes[n].type).nbytes(t) for n, t in types.items())
+            self._standard[file_type] = (types, nbytes)
+        return self._standard[file_type]
+
+    def choose(self, index: int, v: VariantConfig, header: int) -> AutoChoice | None:
+        """The allocation for variant ``v`` (the ``index``-th), or None when its sensitivity is not measured yet."""
+        assert v.budget is not None
+        inv = self.inventory()
+        n_params = self.source.info.n_params
+        std_types, std_bytes = self.standard(v.type)
+        like_bytes = self.standard(v.budget.like)[1] + header if v.budget.like else None
+        wanted = v.budget.bytes_for(n_params, like_bytes)
+        where = config_lines(self.cfg).where(("variants", index, "budget"))
+        check_budget(where, v.name, v.budget, wanted, inv.smallest_bytes() + header, inv.largest_bytes() + header, n_params)
+        sens = self.sensitivity()
+        if sens is None:
+            return None
+        alloc = choose(inv, sens, wanted, header)
+        chosen = alloc.types()
+        return AutoChoice(
+            budget=wanted, budget_text=v.budget.describe(), size=alloc.bytes + inv.fixed_bytes + header,
+            allocation=alloc, predicted_kld=alloc.cost,
+            standard_types={n: std_types[n] for n in chosen if n in std_types},
+            standard_kld=predict(sens, {n: std_types[n] for n in chosen if n in std_types}),
+            changes=changes(inv, chosen, std_types))
