@@ -76,11 +76,11 @@ def prepare(name: str) -> None:
     _lib().ggml_quantize_init(type_id(name))
 
 
-def roundtrip(name: str, rows: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
-    """``rows`` (float32 [n, n_per_row]) quantized to ``name`` and dequantized back, as ggml does it.
+def quantize_rows(name: str, rows: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
+    """``rows`` (float32 [n, n_per_row]) in type ``name``: the bytes llama.cpp writes for them.
 
-    The caller checks the row length against the block size and passes an importance matrix
-    for the types that require one: ggml asserts (aborts the process) otherwise.
+    The caller passes an importance matrix for the types that require one; a row length that is
+    not a multiple of the block size is refused here (ggml would abort the process).
     """
     rows = np.ascontiguousarray(rows, dtype=np.float32)
     n, n_per_row = rows.shape
@@ -88,12 +88,22 @@ def roundtrip(name: str, rows: np.ndarray, imatrix: np.ndarray | None) -> np.nda
         raise ValueError(f"rows of {n_per_row} do not fit {name} blocks of {block_size(name)}")
     if imatrix is None and requires_imatrix(name):
         raise ValueError(f"{name} needs an importance matrix")
-    tid = type_id(name)
     dst = np.empty(n * row_bytes(name, n_per_row), dtype=np.uint8)
     im = None if imatrix is None else np.ascontiguousarray(imatrix, dtype=np.float32)
-    lib = _lib()
-    lib.ggml_quantize_chunk(tid, rows.ctypes.data, dst.ctypes.data, 0, n, n_per_row,
-                            None if im is None else im.ctypes.data)
-    out = np.empty_like(rows)
-    _to_float(name)(dst.ctypes.data, out.ctypes.data, rows.size)
+    _lib().ggml_quantize_chunk(type_id(name), rows.ctypes.data, dst.ctypes.data, 0, n, n_per_row,
+                               None if im is None else im.ctypes.data)
+    return dst
+
+
+def dequantize(name: str, data: np.ndarray, n_values: int) -> np.ndarray:
+    """``n_values`` float32 values from bytes of type ``name`` (the type's ``to_float``)."""
+    data = np.ascontiguousarray(data, dtype=np.uint8)
+    out = np.empty(n_values, dtype=np.float32)
+    _to_float(name)(data.ctypes.data, out.ctypes.data, n_values)
     return out
+
+
+def roundtrip(name: str, rows: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
+    """``rows`` quantized to ``name`` and dequantized back, as ggml does it."""
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    return dequantize(name, quantize_rows(name, rows, imatrix), rows.size).reshape(rows.shape)

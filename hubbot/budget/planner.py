@@ -15,11 +15,9 @@ import numpy as np
 
 from hubbot.budget import calibrate
 from hubbot.budget.choose import AutoChoice, changes, check_budget, choose, predict
-from hubbot.budget.inventory import Inventory, Tensor
+from hubbot.budget.inventory import CANDIDATES, Inventory, Tensor
 from hubbot.budget.probes import ProbeRunner
 from hubbot.budget.sensitivity import (
-    DEFAULT_SAMPLE,
-    PROBE_CHUNKS,
     Sensitivity,
     calibration_key,
     dry_run_inventory,
@@ -58,31 +56,32 @@ class AutoPlanner:
     def inventory(self) -> Inventory:
         if self._inventory is None:
             values = self.imatrix.values if self.imatrix else None
-            self._inventory = dry_run_inventory(self.source.path, self.source.info, values, self._scratch())
+            types = tuple(self.cfg.sensitivity.types or CANDIDATES)
+            self._inventory = dry_run_inventory(self.source.path, self.source.info, values, self._scratch(), types)
         return self._inventory
 
     def sensitivity(self) -> Sensitivity | None:
         """The calibrated sensitivity: cached, or measured now when ``compute`` (None otherwise)."""
         if self._sensitivity is not None or self.imatrix is None:
             return self._sensitivity
-        cfg, inv = self.cfg, self.inventory()
+        cfg, inv, opts = self.cfg, self.inventory(), self.cfg.sensitivity
         require_calibration(cfg.imatrix.calibration is not None, str(cfg.path))
         from hubbot.imatrix.ensure import read_text_file
 
         calib = read_text_file(cfg, cfg.imatrix.calibration)
-        tkey = table_key(self.source.sha256, self.imatrix.sha256, inv, DEFAULT_SAMPLE)
-        ckey = calibration_key(tkey, calib.sha256, cfg.imatrix.ctx, PROBE_CHUNKS)
+        tkey = table_key(self.source.sha256, self.imatrix.sha256, inv, opts.sample)
+        ckey = calibration_key(tkey, calib.sha256, cfg.imatrix.ctx, opts.probe_chunks, opts.bands)
         self._sensitivity = load_sensitivity(self.folder, ckey)
         if self._sensitivity is not None or not self.compute:
             return self._sensitivity
         self.folder.mkdir(parents=True, exist_ok=True)
-        errors = error_table(self.folder, tkey, self.source.path, inv, self.imatrix.values, self.threads, DEFAULT_SAMPLE)
+        errors = error_table(self.folder, tkey, self.source.path, inv, self.imatrix.values, self.threads, opts.sample)
         full = next((t for t in ("BF16", "F16", "F32") if any(c.source_type == t for c in inv.choices.values())), "F16")
         runner = ProbeRunner(self.source.path, calib.text.encode().removesuffix(b"\n"), self.folder / f"probes-{ckey[:16]}",
                              self.imatrix.values or {}, full if full in FLOAT_TYPES else "F16", cfg.imatrix.ctx,
-                             PROBE_CHUNKS, cfg.imatrix.threads or self.threads, cfg.imatrix.gpu_layers)
-        probes = run_probes(self.folder, ckey, errors, self.source.info.block_count, runner)
-        coeffs = calibrate.fit(errors, probes, self.source.info.block_count)
+                             opts.probe_chunks, cfg.imatrix.threads or self.threads, cfg.imatrix.gpu_layers)
+        probes = run_probes(self.folder, ckey, errors, self.source.info.block_count, opts.bands, runner)
+        coeffs = calibrate.fit(errors, probes, self.source.info.block_count, opts.bands)
         self._sensitivity = Sensitivity(ckey, errors, coeffs)
         save_sensitivity(self.folder, self._sensitivity)
         return self._sensitivity

@@ -31,7 +31,6 @@ from hubbot.workdir import canonical_json, sha256_text, write_json_atomic
 log = logging.getLogger(__name__)
 
 METHOD = 1  # bump when a change to the measurement or the fit changes the numbers
-PROBE_CHUNKS = 4  # chunks of the calibration text each probe is measured on
 
 
 @dataclass
@@ -59,10 +58,11 @@ class Sensitivity:
         return cls(d["key"], errors, calibrate.Coefficients.from_json(d["coefficients"]))
 
 
-def dry_run_inventory(source_path: Path, info, imatrix_values: dict | None, scratch: Path) -> Inventory:
+def dry_run_inventory(source_path: Path, info, imatrix_values: dict | None, scratch: Path,
+                      types=CANDIDATES) -> Inventory:
     """The inventory from a Q8_0 dry run of llama.cpp's quantizer (which tensors it quantizes)."""
     report = quantize(source_path, scratch, QuantizeSpec(file_type="Q8_0"), None, dry_run=True)
-    return build_inventory(info, {t.name: t.type for t in report.tensors}, set(imatrix_values or ()))
+    return build_inventory(info, {t.name: t.type for t in report.tensors}, set(imatrix_values or ()), types)
 
 
 def table_key(source_sha: str, imatrix_sha: str, inv: Inventory, sample: int) -> str:
@@ -71,10 +71,10 @@ def table_key(source_sha: str, imatrix_sha: str, inv: Inventory, sample: int) ->
         "engine": engine_version(), "method": METHOD}))
 
 
-def calibration_key(table: str, text_sha: str, ctx: int, chunks: int) -> str:
+def calibration_key(table: str, text_sha: str, ctx: int, chunks: int, bands: int) -> str:
     return sha256_text(canonical_json({
         "table": table, "text": text_sha, "ctx": ctx, "chunks": chunks, "probe_error": calibrate.PROBE_ERROR,
-        "max_bands": calibrate.MAX_BANDS, "probe_types": calibrate.PROBE_TYPES}))
+        "bands": bands, "probe_types": calibrate.PROBE_TYPES}))
 
 
 def _read(path: Path) -> dict | None:
@@ -95,9 +95,10 @@ def error_table(folder: Path, key: str, source_path: Path, inv: Inventory, imatr
     return errors
 
 
-def run_probes(folder: Path, key: str, errors: dict[str, TensorErrors], n_blocks: int, runner) -> list[calibrate.Probe]:
+def run_probes(folder: Path, key: str, errors: dict[str, TensorErrors], n_blocks: int, bands: int,
+               runner) -> list[calibrate.Probe]:
     """Every probe of the design, measured (results saved as they come, so a rerun resumes)."""
-    probes = calibrate.design(errors, n_blocks)
+    probes = calibrate.design(errors, n_blocks, bands)
     path = folder / f"{key[:24]}.probes.json"
     done = (_read(path) or {}).get("probes", {}) if (_read(path) or {}).get("key") == key else {}
     with bar(len(probes), "probes", unit="build") as pbar:
@@ -127,5 +128,5 @@ def require_calibration(has_text: bool, where: str) -> None:
                           "imatrix.calibration; add that text to the config")
 
 
-__all__ = ["CANDIDATES", "DEFAULT_SAMPLE", "PROBE_CHUNKS", "Sensitivity", "calibration_key", "dry_run_inventory",
+__all__ = ["CANDIDATES", "DEFAULT_SAMPLE", "Sensitivity", "calibration_key", "dry_run_inventory",
            "error_table", "load_sensitivity", "run_probes", "save_sensitivity", "table_key"]

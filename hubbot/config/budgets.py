@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hubbot.config import recipes
 from hubbot.config.sizes import SIZE, parse_size
@@ -106,6 +106,27 @@ class BudgetConfig(BaseModel):
         return f"like {self.like}" + (f" {self.extra}" if self.extra else "")
 
 
+class SensitivityConfig(BaseModel):
+    """How much recipe: auto spends measuring the model (the ``sensitivity:`` section)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    types: list[str] | None = Field(None, description="candidate tensor types (default: every quantized type worth choosing)")
+    sample: int = Field(1 << 18, ge=4096, description="values per tensor measured for the error table (rows are sampled evenly)")
+    probe_chunks: int = Field(4, ge=1, description="chunks of the calibration text each probe build is measured on")
+    bands: int = Field(9, ge=1, description="at most this many probes over bands of consecutive blocks")
+
+    @field_validator("types")
+    @classmethod
+    def _types(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("sensitivity.types is empty; list at least one type or remove the key")
+        out = [recipes.normalize_tensor_type(t) for t in v]
+        return sorted(set(out), key=out.index)
+
+
 # The file type an auto variant is labelled with (general.file_type) when the budget is in bits
 # per weight and no 'type' is given: the largest of these mixes whose main tensor type fits.
 _LABELS = (("IQ1_S", "IQ1_S"), ("IQ1_M", "IQ1_M"), ("IQ2_XXS", "IQ2_XXS"), ("IQ2_XS", "IQ2_XS"),
@@ -171,7 +192,11 @@ def expand_auto_variants(data: dict, lines: LineMap) -> None:
     data["variants"] = out
     _remap_lines(lines, origin)
     for i, v in enumerate(out):
-        if not (isinstance(v, dict) and v.get("recipe") == "auto") or "type" in v or "budget" not in v:
+        if not (isinstance(v, dict) and v.get("recipe") == "auto"):
+            continue
+        if "budget" not in v:
+            raise ConfigError(f"{lines.where(('variants', i))}: recipe: auto needs a budget; {BUDGET_HINT}")
+        if "type" in v:
             continue
         where = lines.where(("variants", i, "budget"))
         try:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from hubbot.config import recipes
-from hubbot.config.budgets import BUDGET_HINT, BudgetConfig
+from hubbot.config.budgets import BUDGET_HINT, BudgetConfig, SensitivityConfig
 from hubbot.config.sizes import parse_size
 from hubbot.config.yaml_lines import LineMap
 from hubbot.errors import ConfigError
@@ -276,6 +276,7 @@ class Config(Strict):
     imatrix: ImatrixConfig = ImatrixConfig()
     benchmark: BenchmarkConfig = BenchmarkConfig()
     build: BuildConfig = BuildConfig()
+    sensitivity: SensitivityConfig = SensitivityConfig()
     variants: list[VariantConfig]
 
     # Set by load_config, not by users.
