@@ -57,10 +57,18 @@ class Coefficients:
 
 
 def bands(n_blocks: int, max_bands: int = MAX_BANDS) -> list[tuple[int, int]]:
-    """Consecutive block ranges (inclusive), as even as possible."""
-    k = max(1, min(n_blocks, max_bands))
-    edges = [round(i * n_blocks / k) for i in range(k + 1)]
-    return [(edges[i], edges[i + 1] - 1) for i in range(k) if edges[i + 1] > edges[i]]
+    """Consecutive block ranges (inclusive): the first and the last block alone (they differ most
+    from their neighbours: one reads the embeddings, the other writes the output), the blocks
+    between them in even bands."""
+    if n_blocks <= max_bands:
+        return [(b, b) for b in range(n_blocks)]
+    if max_bands < 3:
+        edges = [round(i * n_blocks / max_bands) for i in range(max_bands + 1)]
+        return [(edges[i], edges[i + 1] - 1) for i in range(max_bands)]
+    k, inner = max_bands - 2, n_blocks - 2
+    edges = [1 + round(i * inner / k) for i in range(k + 1)]
+    middle = [(edges[i], edges[i + 1] - 1) for i in range(k) if edges[i + 1] > edges[i]]
+    return [(0, 0), *middle, (n_blocks - 1, n_blocks - 1)]
 
 
 def probe_type(te: TensorErrors) -> str:
