@@ -350,3 +350,47 @@ variants: [{{name: s, type: IQ2_XXS}}]
     auto = plan["variants"][0]
     assert auto["auto"]["budget"] == std["size"]  # like: the standard mix's planned size
     assert auto["auto"]["predicted_kld"] < auto["auto"]["standard_predicted_kld"]
+
+
+# --- the card ----------------------------------------------------------------------------------------
+
+
+def test_card_shows_auto_files_as_their_own_series(tmp_path):
+    """An auto file on the card: the method in prose, what it raised and lowered, its comparison
+    with the standard mix and the layer recipe of its type, and its own series in the chart."""
+    import shutil
+
+    from hubbot.card.render import render_card
+
+    fixtures = Path(__file__).parent / "fixtures" / "card"
+    text = (fixtures / "small-variants.yaml").read_text()
+    text += "  - name: auto-iq2_xxs\n    recipe: auto\n    budget: {like: IQ2_XXS}\n"
+    (tmp_path / "variants.yaml").write_text(text)
+    shutil.copy(fixtures / "gated-upstream.md", tmp_path / "gated-upstream.md")
+    cfg = load_config(tmp_path / "variants.yaml")
+    manifest = json.loads((fixtures / "small-manifest.json").read_text())
+    results = json.loads((fixtures / "small-results.json").read_text())
+    std = manifest["outputs"]["tiny-model-iq2_xxs.gguf"]
+    name = "tiny-model-auto-iq2_xxs.gguf"
+    auto = {"budget": std["size"], "budget_text": "like IQ2_XXS", "size": std["size"] - 1000,
+            "predicted_kld": 0.05, "standard_predicted_kld": 0.4,
+            "changes": [{"role": "ffn_down", "raised": [{"block": 0, "from": "IQ2_XXS", "to": "Q4_K"},
+                                                        {"block": 1, "from": "IQ2_XXS", "to": "Q4_K"},
+                                                        {"block": 3, "from": "IQ2_XXS", "to": "Q4_K"}], "lowered": []},
+                        {"role": "token_embd", "raised": [], "lowered": [{"block": None, "from": "Q8_0", "to": "Q5_0"}]}]}
+    manifest["outputs"][name] = {**std, "file": name, "variant": "auto-iq2_xxs", "sha256": "ef" * 32,
+                                 "size": std["size"] - 1000, "auto": auto}
+    results[name] = {**results["tiny-model-iq2_xxs.gguf"], "file": name, "sha256": "ef" * 32, "size": std["size"] - 1000,
+                     "kld": {**results["tiny-model-iq2_xxs.gguf"]["kld"], "mean": 0.1}}
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "manifest.json").write_text(json.dumps(manifest))
+    card = render_card(cfg, results=results)
+    section = card.text.split("## Files sized to a budget")[1].split("\n## ")[0]
+    assert "**`tiny-model-auto-iq2_xxs.gguf`**: budget `like IQ2_XXS`" in section
+    assert "| ffn_down | 0-1, 3 | IQ2_XXS | Q4_K | more bits |" in section
+    assert "| token_embd | — | Q8_0 | Q5_0 | fewer bits |" in section
+    rows = [line for line in section.splitlines() if line.startswith("| IQ2_XXS |")]
+    assert [r.split("|")[2].split("`")[0].strip() for r in rows] == ["standard mix", "layer recipe", "auto"]
+    assert "auto (size budget)" in card.chart_svg and "<polygon" in card.chart_svg
+    layer = card.text.split("## Layer-adaptive")[1].split("\n## ")[0]
+    assert "auto-iq2_xxs" not in layer  # the layer recipes' standard-vs-adaptive pairs ignore auto files

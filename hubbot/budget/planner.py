@@ -23,7 +23,6 @@ from hubbot.budget.sensitivity import (
     dry_run_inventory,
     error_table,
     load_sensitivity,
-    require_calibration,
     run_probes,
     save_sensitivity,
     table_key,
@@ -65,7 +64,7 @@ class AutoPlanner:
         if self._sensitivity is not None or self.imatrix is None:
             return self._sensitivity
         cfg, inv, opts = self.cfg, self.inventory(), self.cfg.sensitivity
-        require_calibration(cfg.imatrix.calibration is not None, str(cfg.path))
+        assert cfg.imatrix.calibration is not None  # load_config refuses auto variants without it
         from hubbot.imatrix.ensure import read_text_file
 
         calib = read_text_file(cfg, cfg.imatrix.calibration)

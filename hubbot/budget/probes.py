@@ -15,6 +15,7 @@ from hubbot.bench.quality import chunk_count, evaluate
 from hubbot.bench.reference import ReferenceStore
 from hubbot.budget.calibrate import Probe
 from hubbot.config.recipes import TensorOverride
+from hubbot.errors import BuildError
 from hubbot.llama.quantize import QuantizeSpec, quantize
 from hubbot.llama.session import LlamaModel
 from hubbot.workdir import temp_path
@@ -70,7 +71,8 @@ class ProbeRunner:
             report = quantize(self.source, tmp, probe_spec(probe.types, self.full_type, self.threads), self.imatrix)
             wrong = {t.name: t.type for t in report.tensors if t.name in probe.types and t.type != probe.types[t.name]}
             if wrong:  # the allocation's types must be what llama.cpp writes, probes included
-                raise RuntimeError(f"probe {probe.name}: llama.cpp wrote other types than asked: {wrong}")
+                raise BuildError(f"probe {probe.name}: llama.cpp wrote other types than asked ({wrong}); "
+                                 "this is a bug in recipe: auto, please report it")
             with LlamaModel(tmp, self.gpu_layers) as model:
                 tokens = self._tokens_of(model)
                 n = self._n_chunks(len(tokens))

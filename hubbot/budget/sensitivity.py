@@ -21,8 +21,7 @@ from pathlib import Path
 from hubbot.budget import calibrate
 from hubbot.budget.allocate import Option
 from hubbot.budget.inventory import CANDIDATES, Inventory, build_inventory
-from hubbot.budget.measure import DEFAULT_SAMPLE, TensorErrors, measure_errors
-from hubbot.errors import ConfigError
+from hubbot.budget.measure import TensorErrors, measure_errors
 from hubbot.llama.quantize import QuantizeSpec, quantize
 from hubbot.llama.version import engine_version
 from hubbot.progress import bar
@@ -120,13 +119,3 @@ def load_sensitivity(folder: Path, key: str) -> Sensitivity | None:
 
 def save_sensitivity(folder: Path, s: Sensitivity) -> None:
     write_json_atomic(folder / f"{s.key[:24]}.sensitivity.json", s.to_json())
-
-
-def require_calibration(has_text: bool, where: str) -> None:
-    if not has_text:
-        raise ConfigError(f"{where}: recipe: auto calibrates its predictions on probe builds measured on "
-                          "imatrix.calibration; add that text to the config")
-
-
-__all__ = ["CANDIDATES", "DEFAULT_SAMPLE", "Sensitivity", "calibration_key", "dry_run_inventory",
-           "error_table", "load_sensitivity", "run_probes", "save_sensitivity", "table_key"]

@@ -70,6 +70,9 @@ def _check_ladder(cfg: Config, lines: LineMap) -> None:
                     f"{where}: variant {v.name!r} needs an importance matrix; add imatrix.calibration (a text file) "
                     "or imatrix.file (a ready imatrix) to the config"
                 )
+        if v.is_auto and cfg.imatrix.calibration is None and cfg.has_imatrix_source:
+            raise ConfigError(f"{where}: variant {v.name!r} uses recipe: auto, which measures probe builds on "
+                              "imatrix.calibration; add that text (next to imatrix.file if you have one)")
         if v.imatrix == "required" and not cfg.has_imatrix_source:
             raise ConfigError(f"{where}: variant {v.name!r} sets imatrix: required but the config has no imatrix.calibration or imatrix.file")
     if not cfg.variants:
