@@ -394,3 +394,19 @@ def test_card_shows_auto_files_as_their_own_series(tmp_path):
     assert "auto (size budget)" in card.chart_svg and "<polygon" in card.chart_svg
     layer = card.text.split("## Layer-adaptive")[1].split("\n## ")[0]
     assert "auto-iq2_xxs" not in layer  # the layer recipes' standard-vs-adaptive pairs ignore auto files
+
+
+def test_a_quantized_probe_base_is_measured_once_and_taken_off(tmp_path, tiny_gguf):
+    """sensitivity.probe_base: Q8_0 (for big models): one baseline probe, subtracted from the others."""
+    path = _tiny_project(tmp_path, tiny_gguf, "  - {name: a, recipe: auto, budget: 4 bpw}\n")
+    path.write_text(path.read_text().replace("bands: 2}", "bands: 2, probe_base: Q8_0}"))
+    cfg = load_config(path)
+    plan = plan_project(cfg, measure=True)
+    assert plan["variants"][0]["auto"]["predicted_kld"] > 0
+    cache = cfg.workdir / "cache" / "budget"
+    raw = json.loads(next(cache.glob("*.probes.json")).read_text())["probes"]
+    fitted = json.loads(next(cache.glob("*.sensitivity.json")).read_text())["coefficients"]["probes"]
+    base = raw.pop("baseline")["kld"]
+    assert base > 0 and {p["name"] for p in fitted} == set(raw)
+    for p in fitted:
+        assert p["measured"] == pytest.approx(max(0.0, raw[p["name"]]["kld"] - base))

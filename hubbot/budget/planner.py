@@ -28,7 +28,6 @@ from hubbot.budget.sensitivity import (
     table_key,
 )
 from hubbot.config import Config, VariantConfig, config_lines
-from hubbot.config.recipes import FLOAT_TYPES
 from hubbot.imatrix.ref import ImatrixRef
 from hubbot.llama.quantize import QuantizeSpec, quantize
 from hubbot.source.resolve import ResolvedSource
@@ -69,16 +68,17 @@ class AutoPlanner:
 
         calib = read_text_file(cfg, cfg.imatrix.calibration)
         tkey = table_key(self.source.sha256, self.imatrix.sha256, inv, opts.sample)
-        ckey = calibration_key(tkey, calib.sha256, cfg.imatrix.ctx, opts.probe_chunks, opts.bands)
+        full = next((t for t in ("BF16", "F16", "F32") if any(c.source_type == t for c in inv.choices.values())), "F16")
+        ckey = calibration_key(tkey, calib.sha256, cfg.imatrix.ctx, opts.probe_chunks, opts.bands,
+                               opts.probe_base if opts.probe_base not in (None, full) else None)
         self._sensitivity = load_sensitivity(self.folder, ckey)
         if self._sensitivity is not None or not self.compute:
             return self._sensitivity
         self.folder.mkdir(parents=True, exist_ok=True)
         errors = error_table(self.folder, tkey, self.source.path, inv, self.imatrix.values, self.threads, opts.sample)
-        full = next((t for t in ("BF16", "F16", "F32") if any(c.source_type == t for c in inv.choices.values())), "F16")
         runner = ProbeRunner(self.source.path, calib.text.encode().removesuffix(b"\n"), self.folder / f"probes-{ckey[:16]}",
-                             self.imatrix.values or {}, full if full in FLOAT_TYPES else "F16", cfg.imatrix.ctx,
-                             opts.probe_chunks, cfg.imatrix.threads or self.threads, cfg.imatrix.gpu_layers)
+                             self.imatrix.values or {}, full, cfg.imatrix.ctx, opts.probe_chunks,
+                             cfg.imatrix.threads or self.threads, cfg.imatrix.gpu_layers, opts.probe_base)
         probes = run_probes(self.folder, ckey, errors, self.source.info.block_count, opts.bands, runner)
         coeffs = calibrate.fit(errors, probes, self.source.info.block_count, opts.bands)
         self._sensitivity = Sensitivity(ckey, errors, coeffs)

@@ -37,9 +37,11 @@ class ProbeRunner:
     """Builds and measures probes of one source on one text, sharing the reference pass."""
 
     def __init__(self, source: Path, text: bytes, folder: Path, imatrix: dict, full_type: str,
-                 ctx: int, chunks: int, threads: int, gpu_layers: int = 0) -> None:
+                 ctx: int, chunks: int, threads: int, gpu_layers: int = 0, base_type: str | None = None) -> None:
         self.source, self.text, self.folder = source, text, folder
-        self.imatrix, self.full_type = imatrix, full_type
+        self.imatrix, self.full_type = imatrix, base_type or full_type
+        # A base other than the source's own type has a KLD of its own, measured as a "baseline" probe.
+        self.needs_baseline = self.full_type != full_type
         self.ctx, self.chunks, self.threads, self.gpu_layers = ctx, chunks, threads, gpu_layers
         self.store = ReferenceStore(folder / "reference")
         self._tokens = None

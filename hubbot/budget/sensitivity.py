@@ -70,10 +70,11 @@ def table_key(source_sha: str, imatrix_sha: str, inv: Inventory, sample: int) ->
         "engine": engine_version(), "method": METHOD}))
 
 
-def calibration_key(table: str, text_sha: str, ctx: int, chunks: int, bands: int) -> str:
+def calibration_key(table: str, text_sha: str, ctx: int, chunks: int, bands: int, base: str | None) -> str:
+    """``base``: the probes' base type when it is not the source's own (None otherwise)."""
     return sha256_text(canonical_json({
         "table": table, "text": text_sha, "ctx": ctx, "chunks": chunks, "probe_error": calibrate.PROBE_ERROR,
-        "bands": bands, "probe_types": calibrate.PROBE_TYPES}))
+        "bands": bands, "probe_types": calibrate.PROBE_TYPES, **({"base": base} if base else {})}))
 
 
 def _read(path: Path) -> dict | None:
@@ -98,6 +99,8 @@ def run_probes(folder: Path, key: str, errors: dict[str, TensorErrors], n_blocks
                runner) -> list[calibrate.Probe]:
     """Every probe of the design, measured (results saved as they come, so a rerun resumes)."""
     probes = calibrate.design(errors, n_blocks, bands)
+    if runner.needs_baseline:  # a quantized base: its own KLD is measured once and taken off every probe
+        probes.insert(0, calibrate.Probe("baseline", {}))
     path = folder / f"{key[:24]}.probes.json"
     done = (_read(path) or {}).get("probes", {}) if (_read(path) or {}).get("key") == key else {}
     with bar(len(probes), "probes", unit="build") as pbar:
@@ -109,6 +112,10 @@ def run_probes(folder: Path, key: str, errors: dict[str, TensorErrors], n_blocks
                 write_json_atomic(path, {"key": key, "probes": done})
             p.kld = done[p.name]["kld"]
             pbar.update(1)
+    if runner.needs_baseline:
+        base = probes.pop(0).kld or 0.0
+        for p in probes:
+            p.kld = max(0.0, (p.kld or 0.0) - base)
     return probes
 
 

@@ -115,6 +115,13 @@ class SensitivityConfig(BaseModel):
     sample: int = Field(1 << 18, ge=4096, description="values per tensor measured for the error table (rows are sampled evenly)")
     probe_chunks: int = Field(4, ge=1, description="chunks of the calibration text each probe build is measured on")
     bands: int = Field(9, ge=1, description="at most this many probes over bands of consecutive blocks")
+    probe_base: str | None = Field(None, description="type of the tensors a probe leaves alone (default: the "
+                                   "source's 16-bit type; Q8_0 halves a big model's probe files)")
+
+    @field_validator("probe_base")
+    @classmethod
+    def _base(cls, v: str | None) -> str | None:
+        return None if v is None else recipes.normalize_tensor_type(v)
 
     @field_validator("types")
     @classmethod
