@@ -147,12 +147,42 @@ def plan_27b(sens, budgets_bpw=(1.8, 2.1, 2.6, 3.5, 4.5)) -> list[dict]:
     return out
 
 
+def table_cost_27b(source: Path, imatrix: dict, sample: int = 1 << 18) -> dict:
+    """CPU cost of the error table of a 27B-shaped model, from ggml's per-type speed measured here.
+
+    Each type's quantize+dequantize is timed in CPU seconds of the calling thread (ggml runs in it)
+    on 64 rows of a real 2048-wide tensor with its importance values; the 27B table measures
+    ``sample`` values of each of its 435 tensors for every candidate.
+    """
+    from hubbot.budget import ggml_quants
+    from hubbot.budget.inventory import CANDIDATES
+    from hubbot.budget.measure import as_float32
+    from hubbot.gguf_io.info import open_reader
+
+    t = next(x for x in open_reader(source).tensors if x.name == "blk.3.ffn_down.weight")
+    rows = as_float32(t.data, t.tensor_type.name, int(t.shape[0]))[:64]
+    im = imatrix.get(t.name)
+    per_value = {}
+    for name in CANDIDATES:
+        ggml_quants.prepare(name)
+        c0 = time.thread_time()
+        ggml_quants.roundtrip(name, rows, im)
+        per_value[name] = (time.thread_time() - c0) / rows.size
+    n_tensors = GEMMA_27B_BLOCKS * len(GEMMA_27B_ROLES) + 1
+    cpu = n_tensors * sample * sum(per_value.values())
+    return {"cpu_seconds": cpu, "tensors": n_tensors, "sample": sample,
+            "slowest": sorted(per_value, key=per_value.get, reverse=True)[:4],
+            "mvalues_per_second": {k: round(1e-6 / v, 2) for k, v in per_value.items()}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--types", nargs="+", default=list(TYPES), type=str.upper)
     ap.add_argument("--workdir", type=Path, default=Path.home() / ".cache" / "hubbot-bench" / "auto")
     ap.add_argument("--eval-chunks", type=int, default=None, help="chunks of evaluation text (default: all)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--source", type=Path, default=None,
+                    help="another BF16/F16 GGUF to run the same comparison on (default: the 270M test model)")
     ap.add_argument("--only-27b", action="store_true", help="only time planning a 27B-shaped model")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -163,11 +193,14 @@ def main() -> None:
     from hubbot.config import load_config
     from hubbot.gguf_io.info import read_info
 
-    cfg = load_config(write_config(args.workdir, default_source(), args.types, args.eval_chunks))
+    source = f"path: {args.source.resolve()}" if args.source else default_source()
+    cfg = load_config(write_config(args.workdir, source, args.types, args.eval_chunks))
     sens_t = measure_sensitivity(cfg, args.threads)
     sens = sens_t["sens"]
     big = plan_27b(sens)
+    cost = table_cost_27b(sens_t["planner"].source.path, sens_t["planner"].imatrix.values)
     if args.only_27b:
+        print(f"27B-shaped error table: {cost['cpu_seconds'] / 60:.0f} CPU-minutes; per type (M values/s): {cost['mvalues_per_second']}")
         for r in big:
             print(f"27B-shaped plan at {r['bpw']} bpw: {r['seconds']:.2f} s for {r['tensors']} tensors "
                   f"({r['overrides']} override patterns, {r['size_gb']:.2f} GB of tensors)")
@@ -190,10 +223,11 @@ def main() -> None:
     rho = spearman(pred, meas)
     if args.json:
         print(json.dumps({"rows": rows, "spearman": rho, "sensitivity": {k: sens_t[k] for k in ("cached", "wall", "cpu", "probes")},
-                          "plan_27b": big, "build_seconds": t_build}, indent=2))
+                          "plan_27b": big, "table_cost_27b": cost, "build_seconds": t_build}, indent=2))
         return
     chunks = next(iter(results.values()))["perplexity"]["chunks"]
-    print(f"\nGemma 3 270M, KLD against the BF16 file on examples/data/evaluation.txt (ctx 512, {chunks} chunks); "
+    model = args.source.name if args.source else "Gemma 3 270M"
+    print(f"\n{model}, KLD against the BF16 file on examples/data/evaluation.txt (ctx 512, {chunks} chunks); "
           f"imatrix and probes from calibration.txt; {platform.processor() or platform.machine()}, {os.cpu_count()} cores\n")
     print("| Type | File | Size | Mean KLD | PPL | Same top | auto ΔKLD |")
     print("|---|---|---:|---:|---:|---:|---:|")
@@ -217,6 +251,8 @@ def main() -> None:
     for r in big:
         print(f"27B-shaped plan at {r['bpw']} bpw: {r['seconds']:.2f} s for {r['tensors']} tensors "
               f"({r['overrides']} override patterns, {r['size_gb']:.2f} GB of tensors)")
+    print(f"27B-shaped error table: {cost['cpu_seconds'] / 60:.0f} CPU-minutes ({cost['tensors']} tensors x "
+          f"{cost['sample']} values x every candidate; slowest types {', '.join(cost['slowest'])})")
     print(f"(builds of the {len(cfg.variants)} files: {t_build / 60:.1f} min; the machine was shared with other jobs)")
 
 

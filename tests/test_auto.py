@@ -410,3 +410,11 @@ def test_a_quantized_probe_base_is_measured_once_and_taken_off(tmp_path, tiny_gg
     assert base > 0 and {p["name"] for p in fitted} == set(raw)
     for p in fitted:
         assert p["measured"] == pytest.approx(max(0.0, raw[p["name"]]["kld"] - base))
+
+
+def test_plan_never_measures_unless_asked(tmp_path, tiny_gguf):
+    path = _tiny_project(tmp_path, tiny_gguf, "  - {name: a, recipe: auto, budget: 4 bpw}\n")
+    out = CliRunner().invoke(main, ["plan", "-c", str(path)])
+    assert out.exit_code == 0, out.output
+    assert "note: the sensitivity is not measured yet" in out.output and "to build" in out.output
+    assert not (tmp_path / ".hubbot" / "cache" / "budget").exists() or not list((tmp_path / ".hubbot" / "cache" / "budget").glob("*.json"))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 from hubbot.budget import ggml_quants
 from hubbot.config.recipes import FLOAT_TYPES, TENSOR_TYPES_NEEDING_IMATRIX
@@ -82,11 +81,3 @@ def build_inventory(info: GGUFInfo, dry_run_types: dict[str, str], imatrix_names
         else:
             fixed += t.nbytes(dry_run_types.get(ti.name, ti.type))
     return Inventory(choices, cands, fixed, len(info.tensors), info.n_params)
-
-
-def inventory_for(source_path: Path, info: GGUFInfo, imatrix: dict | None, dry_run) -> Inventory:
-    """``dry_run(spec) -> QuantizeReport`` runs llama.cpp's dry run (passed in to keep this module free of it)."""
-    from hubbot.llama.quantize import QuantizeSpec
-
-    report = dry_run(QuantizeSpec(file_type="Q8_0"))
-    return build_inventory(info, {t.name: t.type for t in report.tensors}, set(imatrix or ()))
