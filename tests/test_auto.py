@@ -348,7 +348,7 @@ imatrix: {{file: {cfg.workdir / 'out' / 'gemma-3-270m.imatrix.gguf'}}}
 variants: [{{name: s, type: IQ2_XXS}}]
 """)))["variants"][0]
     auto = plan["variants"][0]
-    assert auto["auto"]["budget"] == std["size"]  # like: the standard mix's planned size
+    assert abs(auto["auto"]["budget"] - std["size"]) < 64 * 1024  # like: the standard mix's size
     assert auto["auto"]["predicted_kld"] < auto["auto"]["standard_predicted_kld"]
 
 

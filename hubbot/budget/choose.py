@@ -15,9 +15,11 @@ from hubbot.config.recipes import TensorOverride
 from hubbot.errors import ConfigError
 from hubbot.workdir import human_bytes
 
-# Bytes kept back from the tensors for what the file adds around them: the metadata hubbot and
-# llama.cpp write on top of the source's, and up to 31 bytes of alignment per tensor.
-METADATA_SLACK = 16 * 1024
+# Bytes kept back for the metadata hubbot and llama.cpp write on top of the source's (a few
+# hundred bytes in practice). Against a standard mix (like:) both files carry the same keys, so a
+# small margin suffices; against an absolute size or bpw the margin is larger.
+MARGIN_LIKE = 4 * 1024
+MARGIN_ABSOLUTE = 16 * 1024
 
 
 def _bits(inv: Inventory, n: str, t: str) -> float:
@@ -64,9 +66,10 @@ def check_budget(where: str, name: str, budget: BudgetConfig, wanted: int, small
                           f"ask for at most {human_bytes(largest)}, or build type: BF16 instead")
 
 
-def choose(inv: Inventory, sens: Sensitivity, budget: int, header: int) -> Allocation:
-    """The allocation for a file of at most ``budget`` bytes (``header``: bytes outside the tensors)."""
-    room = budget - header - inv.fixed_bytes - METADATA_SLACK - 32 * inv.n_tensors
+def choose(inv: Inventory, sens: Sensitivity, budget: int, header: int, margin: int) -> Allocation:
+    """The allocation for a file of at most ``budget`` bytes (``header``: the source's bytes before the
+    tensor data; ``margin``: kept back for metadata the output adds)."""
+    room = budget - header - inv.fixed_bytes - margin
     try:
         return allocate(sens.options(inv), room)
     except BudgetTooSmall as exc:  # check_budget runs first; this is the margin's last word

@@ -23,6 +23,9 @@ CANDIDATES = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "Q2_K", "IQ3_XXS",
               "IQ4_XS", "IQ4_NL", "Q4_0", "Q4_1", "Q4_K", "Q5_0", "Q5_1", "Q5_K", "Q6_K", "Q8_0")
 
 
+ALIGNMENT = 32  # GGUF's default data alignment, which llama.cpp's quantizer writes
+
+
 @dataclass(frozen=True)
 class Tensor:
     """One tensor of the source: shape in GGUF order (ne0 first) and the type it is stored in."""
@@ -36,7 +39,9 @@ class Tensor:
         return math.prod(self.shape[1:])
 
     def nbytes(self, type_name: str) -> int:
-        return ggml_quants.row_bytes(type_name, self.shape[0]) * self.rows
+        """Bytes the tensor takes in a GGUF file in ``type_name``, with the padding to the next tensor."""
+        raw = ggml_quants.row_bytes(type_name, self.shape[0]) * self.rows
+        return -(-raw // ALIGNMENT) * ALIGNMENT
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from hubbot.budget import calibrate
-from hubbot.budget.choose import AutoChoice, changes, check_budget, choose, predict
+from hubbot.budget.choose import MARGIN_ABSOLUTE, MARGIN_LIKE, AutoChoice, changes, check_budget, choose, predict
 from hubbot.budget.inventory import CANDIDATES, Inventory, Tensor
 from hubbot.budget.probes import ProbeRunner
 from hubbot.budget.sensitivity import (
@@ -28,6 +28,7 @@ from hubbot.budget.sensitivity import (
     table_key,
 )
 from hubbot.config import Config, VariantConfig, config_lines
+from hubbot.gguf_io.info import open_reader
 from hubbot.imatrix.ref import ImatrixRef
 from hubbot.llama.quantize import QuantizeSpec, quantize
 from hubbot.source.resolve import ResolvedSource
@@ -46,6 +47,7 @@ class AutoPlanner:
         self._inventory: Inventory | None = None
         self._sensitivity: Sensitivity | None = None
         self._standard: dict[str, tuple[dict[str, str], int]] = {}
+        self._header: int | None = None
 
     def _scratch(self) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -99,10 +101,16 @@ class AutoPlanner:
             self._standard[file_type] = (types, nbytes)
         return self._standard[file_type]
 
-    def choose(self, index: int, v: VariantConfig, header: int) -> AutoChoice | None:
+    def header(self) -> int:
+        """Bytes before the tensor data in the source: metadata and tensor infos, which the output copies."""
+        if self._header is None:
+            self._header = int(open_reader(self.source.path).data_offset)
+        return self._header
+
+    def choose(self, index: int, v: VariantConfig) -> AutoChoice | None:
         """The allocation for variant ``v`` (the ``index``-th), or None when its sensitivity is not measured yet."""
         assert v.budget is not None
-        inv = self.inventory()
+        inv, header = self.inventory(), self.header()
         n_params = self.source.info.n_params
         std_types, std_bytes = self.standard(v.type)
         like_bytes = self.standard(v.budget.like)[1] + header if v.budget.like else None
@@ -112,7 +120,7 @@ class AutoPlanner:
         sens = self.sensitivity()
         if sens is None:
             return None
-        alloc = choose(inv, sens, wanted, header)
+        alloc = choose(inv, sens, wanted, header, MARGIN_LIKE if v.budget.like else MARGIN_ABSOLUTE)
         chosen = alloc.types()
         return AutoChoice(
             budget=wanted, budget_text=v.budget.describe(), size=alloc.bytes + inv.fixed_bytes + header,

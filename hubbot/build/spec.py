@@ -186,7 +186,7 @@ def plan_variant(cfg: Config, v: VariantConfig, source: ResolvedSource, work: Wo
     auto = None
     if v.is_auto:
         assert planner is not None, "recipe: auto variants are planned with an AutoPlanner"
-        auto = planner.choose(cfg.variants.index(v), v, header_bytes(source))
+        auto = planner.choose(cfg.variants.index(v), v)
     spec = make_spec(cfg, v, source, use_im, threads, auto)
     key = input_key(spec, source, use_im)
     p = VariantPlan(v, cfg.file_name(v), spec, key, use_im, auto=auto)
