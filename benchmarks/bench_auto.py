@@ -221,8 +221,11 @@ def main() -> None:
                      "ppl": r["perplexity"]["ppl"], "same_top": r["kld"]["same_top"], "predicted": p})
     by = {r["name"]: r for r in rows}
     rho = spearman(pred, meas)
+    fixed = [(r["predicted"], r["kld"]) for r in rows if r["predicted"] is not None and r["type"] != "BF16"
+             and not r["name"].startswith("auto-")]
+    rho_fixed = spearman([p for p, _ in fixed], [m for _, m in fixed]) if len(fixed) > 2 else float("nan")
     if args.json:
-        print(json.dumps({"rows": rows, "spearman": rho, "sensitivity": {k: sens_t[k] for k in ("cached", "wall", "cpu", "probes")},
+        print(json.dumps({"rows": rows, "spearman": rho, "spearman_fixed_recipes": rho_fixed, "sensitivity": {k: sens_t[k] for k in ("cached", "wall", "cpu", "probes")},
                           "plan_27b": big, "table_cost_27b": cost, "build_seconds": t_build}, indent=2))
         return
     chunks = next(iter(results.values()))["perplexity"]["chunks"]
@@ -241,7 +244,8 @@ def main() -> None:
             size_note = "" if label == "auto" or auto["size"] <= r["size"] else " (auto larger)"
             print(f"| {t} | {label} | {r['size'] / 1e6:.2f} MB | {r['kld']:.5f} | {r['ppl']:.3f} | "
                   f"{100 * r['same_top']:.1f}% | {delta}{size_note} |")
-    print(f"\nPredicted vs measured mean KLD over {len(pred)} files: Spearman rho = {rho:.3f}")
+    print(f"\nPredicted vs measured mean KLD over {len(pred)} files: Spearman rho = {rho:.3f} "
+          f"({len(fixed)} standard and layer-recipe files alone: {rho_fixed:.3f})")
     for r in rows:
         if r["predicted"] is not None and r["type"] != "BF16":
             print(f"  {r['name']:<20} predicted {r['predicted']:.5f}  measured {r['kld']:.5f}")
