@@ -19,6 +19,8 @@ from hubbot.config.yaml_lines import LineMap
 from hubbot.errors import ConfigError
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
