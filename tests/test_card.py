@@ -94,7 +94,7 @@ def test_golden_card_and_chart(project):
     card = render_card(cfg)
     check_golden("small-card.md", card.text)
     check_golden("small-ppl-vs-size.svg", card.chart_svg)
-    assert sections(card.text) == ["How these files were made", "Layer-adaptive low-bit files",
+    assert sections(card.text) == ["How these files were made", "Files sized to a budget",
                                    "Quality and size of every file", "Choosing a file", "Files",
                                    "Running the files", "Original model card"]
 
@@ -544,7 +544,7 @@ def test_card_for_the_real_example_from_a_real_build(tmp_path):
     run_bench(cfg, only=["bf16", "q4_k", "dynamic-iq2_xxs"], chunks=2, speed=False)
     manifest = WorkDir(cfg.workdir).manifest.entries
     card = render_card(cfg)  # upstream card from the source package, results through bench.load_results
-    assert sections(card.text) == ["How these files were made", "Layer-adaptive low-bit files",
+    assert sections(card.text) == ["How these files were made", "Files sized to a budget",
                                    "Quality and size of every file", "Choosing a file", "Files",
                                    "Running the files", "Original model card"]
     meta = yaml.safe_load(card.text.split("---\n", 2)[1])
@@ -579,6 +579,10 @@ def _synthetic_manifest(cfg, bpw: dict[str, float], n_params: int) -> tuple[dict
                        "imatrix": {"dataset": "hubbot calibration excerpts", "chunks": 200} if v.uses_imatrix else None,
                        "tensor_types": {v.type: 400, "F32": 200}, "fallbacks": {}, "n_params": n_params,
                        "bpw": bpw[v.name]}
+        if v.is_auto:
+            manifest[f]["auto"] = {"budget": size, "budget_text": v.budget.describe(), "size": size, "predicted_kld": 0.05,
+                                   "standard_predicted_kld": 0.2, "changes": [
+                                       {"role": "ffn_down", "raised": [{"block": 0, "from": v.type, "to": "Q4_K"}], "lowered": []}]}
         ppl = 5.0 * (1 + 2.0 / bpw[v.name] ** 2)
         results[f] = {"file": f, "sha256": sha, "size": size, "bpw": bpw[v.name],
                       "perplexity": {"ppl": ppl, "stderr": 0.05, "chunks": 40, "ctx": 512, "tokens": 10200},
@@ -599,7 +603,7 @@ ROOT_BPW = {"bf16": 16.0, "f16": 16.0, "bf16-q8_0": 8.9, "f16-q8_0": 8.9, "q8_0"
 
 def test_root_medgemma_ladder_renders_every_section_it_has_data_for(tmp_path):
     text = (REPO_ROOT / "variants.yaml").read_text().replace("examples/data/", f"{DATA_DIR}/")
-    # One standard IQ2_XXS mix beside the ladder, so the standard-vs-adaptive comparison has a pair.
+    # One standard IQ2_XXS mix beside the ladder, so the auto file of that type has one to compare with.
     text += "  - name: std-iq2_xxs\n    type: IQ2_XXS\n"
     (tmp_path / "variants.yaml").write_text(text + f"build:\n  workdir: {tmp_path / 'work'}\n")
     cfg = load_config(tmp_path / "variants.yaml")
@@ -607,16 +611,16 @@ def test_root_medgemma_ladder_renders_every_section_it_has_data_for(tmp_path):
     WorkDir(cfg.workdir).root.mkdir(parents=True)
     (tmp_path / "work" / "manifest.json").write_text(json.dumps({"version": 1, "outputs": manifest}))
     card = render_card(cfg, upstream=load_upstream(cfg, path=FIXTURES / "gated-upstream.md"), results=results)
-    assert sections(card.text) == ["How these files were made", "Layer-adaptive low-bit files",
+    assert sections(card.text) == ["How these files were made", "Files sized to a budget",
                                    "Quality and size of every file", "Choosing a file", "Files",
                                    "Running the files", "Original model card"]
     guide = card.text.split("## Choosing a file")[1].split("\n## ")[0]
     assert {line.split("|")[1].strip("* ") for line in guide.splitlines() if line.startswith("| **")} == \
         {v.type for v in cfg.variants}
-    adaptive = card.text.split("## Layer-adaptive")[1].split("\n## ")[0]
-    assert adaptive.count("**`medgemma-27b-text-it-iq") == 5
-    pairs = [line for line in adaptive.splitlines() if line.startswith("| IQ")]
-    assert [p.split("|")[1].strip() for p in pairs] == ["IQ2_XXS"]  # the one type with a standard mix too
+    auto = card.text.split("## Files sized to a budget")[1].split("\n## ")[0]
+    assert auto.count("**`medgemma-27b-text-it-iq") == 5
+    pairs = [line for line in auto.splitlines() if line.startswith("| IQ")]
+    assert [p.split("|")[2].split("`")[0].strip() for p in pairs] == ["standard mix", "auto"]  # IQ2_XXS has both
     assert len(card.files_named) == len(cfg.variants) + 1
     if os.environ.get("HUBBOT_KEEP_ROOT_CARD"):
         Path(os.environ["HUBBOT_KEEP_ROOT_CARD"]).write_text(card.text)

@@ -97,7 +97,7 @@ def test_every_module_imports_and_stays_small(name):
 
 def test_stages_are_subpackages():
     top = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file())
-    assert top == ["bench", "build", "card", "cli", "config", "gguf_io", "hub", "imatrix", "llama", "source", "testing"]
+    assert top == ["bench", "budget", "build", "card", "cli", "config", "gguf_io", "hub", "imatrix", "llama", "source", "testing"]
 
 
 def test_pyproject_lists_every_package():

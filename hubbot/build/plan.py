@@ -15,7 +15,7 @@ from hubbot.build.resource_plan import (
     variant_facts,
 )
 from hubbot.build.resources import ModelShape, VariantFacts
-from hubbot.build.run import default_threads, load_imatrix, needs_imatrix, prepare
+from hubbot.build.run import auto_planner, default_threads, load_imatrix, needs_imatrix, prepare
 from hubbot.build.spec import VariantPlan, plan_variant
 from hubbot.config import Config
 from hubbot.config.recipes import ROLES
@@ -24,17 +24,19 @@ from hubbot.workdir import WorkDir, human_bytes
 
 
 def plan_project(cfg: Config, only: Iterable[str] | None = None, threads: int | None = None,
-                 dry_run: bool = True, reference: str = "artifact") -> dict[str, Any]:
+                 dry_run: bool = True, reference: str = "artifact", measure: bool = False) -> dict[str, Any]:
     """Everything ``hubbot plan`` shows, as JSON-ready data (also the CI matrix source)."""
     nthreads = default_threads(cfg, threads)
     # What the source needs (downloads, conversion), worked out before prepare() fetches it.
     resolution = source_plan(cfg, WorkDir(cfg.workdir).cache)
     work, source, variants = prepare(cfg, only)
-    imatrix = load_imatrix(cfg, source, work, variants, nthreads, compute=False)
+    # measure: compute the imatrix and the sensitivity that recipe: auto allocations need.
+    imatrix = load_imatrix(cfg, source, work, variants, nthreads, compute=measure)
+    planner = auto_planner(cfg, source, work, imatrix, variants, nthreads, compute=measure)
     # One dry run at a time: starting forkserver children from several threads at once loses some
     # of them under load (CPython issue 140867: exit code 255).
-    plans = [plan_variant(cfg, v, source, work, imatrix, nthreads, dry_run=dry_run, compare_standard=dry_run)
-             for v in variants]
+    plans = [plan_variant(cfg, v, source, work, imatrix, nthreads, dry_run=dry_run, compare_standard=dry_run,
+                          planner=planner) for v in variants]
     check_shard_size(cfg, source, plans)
     resources, shards = None, [None] * len(plans)
     if dry_run:  # sizes and types come from the dry run: without it there is nothing to add up
@@ -48,7 +50,8 @@ def plan_project(cfg: Config, only: Iterable[str] | None = None, threads: int | 
         "config": str(cfg.path), "target": cfg.target.repo, "workdir": str(work.root),
         "source": dict(source.describe(), resolution=resolution),
         "imatrix": ({"file": imatrix.path.name, "sha256": imatrix.sha256} if imatrix else None),
-        "variants": [dict(p.to_json(), blocks=p.block_table(), shards=sh) for p, sh in zip(plans, shards)],
+        "variants": [dict(p.to_json(), blocks=p.block_table(), outside_blocks=p.outside_blocks(), shards=sh)
+                     for p, sh in zip(plans, shards)],
         "matrix": {"include": [{"variant": p.variant.name, "file": p.file_name} for p in plans]},
         "resources": resources,
     }
@@ -78,6 +81,15 @@ def _block_rows(blocks: dict[str, dict[int, str]]) -> list[str]:
     return rows
 
 
+def _auto_lines(v: dict[str, Any]) -> list[str]:
+    a = v["auto"]
+    used = 100.0 * a["size"] / a["budget"]
+    out = [f"    budget {a['budget_text']}: {human_bytes(a['budget'])}, planned {human_bytes(a['size'])} ({used:.1f}% of it)"]
+    std = a.get("standard_predicted_kld")
+    out.append(f"    predicted mean KLD {a['predicted_kld']:.4g}" + (f" (standard {v['type']}: {std:.4g})" if std else ""))
+    return out
+
+
 def render_plan(data: dict[str, Any]) -> str:
     src = data["source"]
     lines = [f"source: {src['origin']} ({src['architecture']}, {src['block_count']} blocks, {human_bytes(src['size'])}, sha256 {src['sha256'][:12]})",
@@ -94,8 +106,14 @@ def render_plan(data: dict[str, Any]) -> str:
             delta = v["size"] - v["standard_size"]
             pct = 100.0 * delta / v["standard_size"]
             lines.append(f"    vs standard {v['type']}: {human_bytes(v['standard_size'])} -> {size} ({pct:+.1f}%)")
+        if v.get("auto"):
+            lines.extend(_auto_lines(v))
+        for note in v.get("notes") or []:
+            lines.append(f"    note: {note}")
         if v["blocks"] and (v.get("standard_size") or v["name"].startswith("dynamic")):
             lines.extend(_block_rows(v["blocks"]))
+            if v.get("auto"):  # the token embedding / output is part of an auto file's choice
+                lines.extend(f"      {name:<12} {t}" for name, t in (v.get("outside_blocks") or {}).items())
         if v.get("shards"):
             parts = ", ".join(f"{s['file'][-19:-5]} {human_bytes(s['bytes'])}" for s in v["shards"])
             lines.append(f"    shards (target.max_shard_size; the Hub takes files up to 50 GB): {parts}")

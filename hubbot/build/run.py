@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from hubbot.budget.planner import AutoPlanner
 from hubbot.build.limits import check_shard_size, may_exceed_shard_limit
-from hubbot.build.spec import VariantPlan, check_rules, plan_variant
+from hubbot.build.spec import VariantPlan, check_auto_types, check_rules, plan_variant
 from hubbot.config import Config, VariantConfig
 from hubbot.errors import ConfigError, ImatrixError
 from hubbot.imatrix.ref import ImatrixRef
@@ -71,6 +72,14 @@ def load_imatrix(cfg: Config, source: ResolvedSource, work: WorkDir, variants: l
     return ref
 
 
+def auto_planner(cfg: Config, source: ResolvedSource, work: WorkDir, imatrix: ImatrixRef | None,
+                 variants: list[VariantConfig], threads: int, compute: bool) -> AutoPlanner | None:
+    """The budget planner shared by this run's recipe: auto variants (None when there are none)."""
+    if not any(v.is_auto for v in variants):
+        return None
+    return AutoPlanner(cfg, source, work, imatrix, threads, compute)
+
+
 def manifest_entry(p: VariantPlan, source: ResolvedSource, sha: str, st: os.stat_result, report) -> dict[str, Any]:
     return {
         "kind": "variant", "variant": p.variant.name, "file": p.file_name, "sha256": sha, "size": st.st_size,
@@ -85,6 +94,7 @@ def manifest_entry(p: VariantPlan, source: ResolvedSource, sha: str, st: os.stat
         "n_params": p.n_params,
         "bpw": round(8.0 * st.st_size / max(1, p.n_params), 4),
         "seconds": round(report.seconds, 3), "peak_rss": report.peak_rss,
+        **({"auto": p.auto.to_json()} if p.auto else {}),
     }
 
 
@@ -133,6 +143,7 @@ def build(cfg: Config, only: Iterable[str] | None = None, threads: int | None = 
         # Before the imatrix and the first file: a variant that cannot be sharded fails now.
         check_shard_size(cfg, source, [plan_variant(cfg, v, source, work, None, nthreads) for v in variants])
     imatrix = load_imatrix(cfg, source, work, variants, nthreads)
+    planner = auto_planner(cfg, source, work, imatrix, variants, nthreads, compute=True)
     results: list[BuildResult] = []
     manifest = work.manifest
     # Hashing a finished file (a minute for a 54 GB BF16) overlaps the next variant's
@@ -149,7 +160,7 @@ def build(cfg: Config, only: Iterable[str] | None = None, threads: int | None = 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubbot-hash") as hasher:
         try:
             for v in variants:
-                p = plan_variant(cfg, v, source, work, imatrix, nthreads, dry_run=False)
+                p = plan_variant(cfg, v, source, work, imatrix, nthreads, dry_run=False, planner=planner)
                 if v.needs_imatrix and p.imatrix is None:
                     raise ConfigError(f"variant {v.name!r} needs an importance matrix but imatrix is off for it")
                 if p.up_to_date and not force:
@@ -159,6 +170,12 @@ def build(cfg: Config, only: Iterable[str] | None = None, threads: int | None = 
                     continue
                 log.info("building %s (%s)", p.file_name, v.type)
                 tmp, report = quantize_variant(p, source, work)
+                if p.auto is not None:
+                    try:
+                        check_auto_types(v, p.auto, report)
+                    except BaseException:
+                        tmp.unlink(missing_ok=True)
+                        raise
                 settle()  # at most one file is hashing at a time: keep the disk reads sequential
                 pending.append((v.name, p.file_name, hasher.submit(finish_variant, p, source, work, tmp, report)))
         except BaseException:

@@ -15,8 +15,10 @@ from typing import Any
 import gguf
 
 from hubbot import __version__
+from hubbot.budget.choose import AutoChoice, compile_overrides
+from hubbot.budget.planner import AutoPlanner
 from hubbot.config import Config, VariantConfig, config_lines, recipes
-from hubbot.errors import ConfigError
+from hubbot.errors import BuildError, ConfigError
 from hubbot.gguf_io.info import GGUFInfo
 from hubbot.imatrix.ref import ImatrixRef
 from hubbot.llama.quantize import QuantizeReport, QuantizeSpec, quantize
@@ -40,6 +42,7 @@ class VariantPlan:
     up_to_date: bool = False
     standard_bytes: int | None = None
     notes: list[str] = field(default_factory=list)
+    auto: AutoChoice | None = None  # recipe: auto: the budget and the allocation
 
     @property
     def bits_per_weight(self) -> float:
@@ -52,6 +55,11 @@ class VariantPlan:
             if m := _BLOCK_TENSOR.match(t.name):
                 table.setdefault(m.group(2), {})[int(m.group(1))] = t.type
         return table
+
+    def outside_blocks(self) -> dict[str, str]:
+        """Quantized tensors outside the blocks (token embedding, output) -> type, from the dry run."""
+        return {t.name.removesuffix(".weight"): t.type for t in (self.report.tensors if self.report else [])
+                if not _BLOCK_TENSOR.match(t.name) and t.type not in recipes.FLOAT_TYPES}
 
     def to_json(self) -> dict[str, Any]:
         v = self.variant
@@ -66,6 +74,7 @@ class VariantPlan:
             "standard_size": self.standard_bytes,
             "up_to_date": self.up_to_date, "input_key": self.input_key,
             "description": v.description,
+            "auto": self.auto.to_json() if self.auto else None, "notes": self.notes,
         }
 
 
@@ -119,9 +128,12 @@ def check_rules(cfg: Config, info: GGUFInfo) -> None:
                 )
 
 
-def make_spec(cfg: Config, v: VariantConfig, source: ResolvedSource, imatrix: ImatrixRef | None, threads: int) -> QuantizeSpec:
+def make_spec(cfg: Config, v: VariantConfig, source: ResolvedSource, imatrix: ImatrixRef | None, threads: int,
+              auto: AutoChoice | None = None) -> QuantizeSpec:
     assert source.info is not None
     overrides = [recipes.TensorOverride(t.pattern, t.type) for t in v.tensors]
+    if auto is not None:  # every quantized tensor named: llama.cpp's mixing rules have no say
+        overrides = compile_overrides(auto.types())
     rules = [recipes.LayerRule(r.blocks, r.type, tuple(r.roles)) for r in v.layers]
     overrides += recipes.compile_layer_rules(rules, source.info.block_count)
     # Explicit types skip llama.cpp's shape fallbacks (and abort on misfit rows): fit them here.
@@ -155,6 +167,16 @@ def input_key(spec: QuantizeSpec, source: ResolvedSource, imatrix: ImatrixRef | 
     }))
 
 
+def check_auto_types(v: VariantConfig, auto: AutoChoice, report: QuantizeReport) -> None:
+    """BuildError when llama.cpp would write another type than the allocation chose (a fallback surprise)."""
+    chosen = auto.types()
+    wrong = {t.name: f"{chosen[t.name]}->{t.type}" for t in report.tensors if t.name in chosen and t.type != chosen[t.name]}
+    if wrong:
+        name, change = next(iter(wrong.items()))
+        raise BuildError(f"variant {v.name!r}: llama.cpp would not write the chosen types ({len(wrong)} tensors, "
+                         f"e.g. {name} {change}); this is a bug in recipe: auto, please report it")
+
+
 def is_up_to_date(work: WorkDir, file_name: str, key: str) -> bool:
     entry = work.manifest.get(file_name)
     path = work.out / file_name
@@ -167,11 +189,19 @@ def is_up_to_date(work: WorkDir, file_name: str, key: str) -> bool:
 
 def plan_variant(cfg: Config, v: VariantConfig, source: ResolvedSource, work: WorkDir,
                  imatrix: ImatrixRef | None, threads: int, *, dry_run: bool = True,
-                 compare_standard: bool = False) -> VariantPlan:
+                 compare_standard: bool = False, planner: AutoPlanner | None = None) -> VariantPlan:
     use_im = imatrix if v.uses_imatrix else None
-    spec = make_spec(cfg, v, source, use_im, threads)
+    auto = None
+    if v.is_auto:
+        assert planner is not None, "recipe: auto variants are planned with an AutoPlanner"
+        auto = planner.choose(cfg.variants.index(v), v)
+    spec = make_spec(cfg, v, source, use_im, threads, auto)
     key = input_key(spec, source, use_im)
-    p = VariantPlan(v, cfg.file_name(v), spec, key, use_im)
+    p = VariantPlan(v, cfg.file_name(v), spec, key, use_im, auto=auto)
+    if v.is_auto and auto is None:
+        p.notes.append("the sensitivity is not measured yet: `hubbot build` (or `hubbot plan --measure`) measures it")
+        p.up_to_date = False
+        return p
     p.up_to_date = is_up_to_date(work, p.file_name, key)
     assert source.info is not None
     p.n_params = source.info.n_params
@@ -186,8 +216,10 @@ def plan_variant(cfg: Config, v: VariantConfig, source: ResolvedSource, work: Wo
             p.notes.append("the importance matrix is not computed yet")
             values = placeholder_imatrix(source.info)
         p.report = quantize(source.path, work.cache / "dry-run.gguf", spec, values, dry_run=True)
+        if auto is not None:
+            check_auto_types(v, auto, p.report)
         p.tensor_bytes = sum(tensor_nbytes(shapes[t.name], t.type) for t in p.report.tensors) + header_bytes(source)
-        if compare_standard and (v.layers or v.tensors or v.output or v.embeddings):
+        if compare_standard and (v.layers or v.tensors or v.output or v.embeddings or v.is_auto):
             std = QuantizeSpec(file_type=v.type, threads=threads, allow_requantize=spec.allow_requantize)
             std_report = quantize(source.path, work.cache / "dry-run.gguf", std, values, dry_run=True)
             p.standard_bytes = sum(tensor_nbytes(shapes[t.name], t.type) for t in std_report.tensors) + header_bytes(source)

@@ -13,7 +13,7 @@ from xml.sax.saxutils import escape
 
 WIDTH, HEIGHT = 760, 440
 LEFT, RIGHT, TOP, BOTTOM = 70, 30, 40, 56
-STANDARD_COLOUR, ADAPTIVE_COLOUR, FLOAT_COLOUR = "#2b6cb0", "#c05621", "#4a5568"
+STANDARD_COLOUR, ADAPTIVE_COLOUR, FLOAT_COLOUR, AUTO_COLOUR = "#2b6cb0", "#c05621", "#4a5568", "#2f855a"
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class Point:
     label: str
     size_gb: float
     ppl: float
-    kind: str = "standard"  # "standard", "adaptive" or "float"
+    kind: str = "standard"  # "standard", "adaptive", "auto" or "float"
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,16 @@ def _log_ticks(lo: float, hi: float) -> tuple[float, float, list[float]]:
     return lo, hi, ticks
 
 
+def _marker(kind: str, x: float, y: float, colour: str) -> str:
+    """A circle for standard mixes and full precision, a square for layer recipes, a diamond for auto files."""
+    if kind == "adaptive":
+        return f'<rect x="{round(x - 4.5, 1)}" y="{round(y - 4.5, 1)}" width="9" height="9" fill="{colour}"/>'
+    if kind == "auto":
+        pts = f"{x},{round(y - 6, 1)} {round(x + 6, 1)},{y} {x},{round(y + 6, 1)} {round(x - 6, 1)},{y}"
+        return f'<polygon points="{pts}" fill="{colour}"/>'
+    return f'<circle cx="{x}" cy="{y}" r="5" fill="{colour}"/>'
+
+
 def ppl_size_svg(points: list[Point], labels: ChartLabels) -> str:
     """An SVG scatter chart of perplexity (y) against file size in GB (x), labelled per point."""
     if not points:
@@ -114,25 +124,22 @@ def ppl_size_svg(points: list[Point], labels: ChartLabels) -> str:
     ylabel = escape(labels.y_label_log if log_y else labels.y_label)
     out.append(f'<text x="16" y="{TOP + ph / 2:.1f}" text-anchor="middle" '
                f'transform="rotate(-90 16 {TOP + ph / 2:.1f})">{ylabel}</text>')
-    colours = {"standard": STANDARD_COLOUR, "adaptive": ADAPTIVE_COLOUR, "float": FLOAT_COLOUR}
+    colours = {"standard": STANDARD_COLOUR, "adaptive": ADAPTIVE_COLOUR, "float": FLOAT_COLOUR, "auto": AUTO_COLOUR}
     for i, p in enumerate(sorted(points, key=lambda q: (q.size_gb, q.ppl, q.label))):
         x, y = px(p.size_gb), py(p.ppl)
         colour = colours.get(p.kind, STANDARD_COLOUR)
-        shape = (f'<rect x="{round(x - 4.5, 1)}" y="{round(y - 4.5, 1)}" width="9" height="9" fill="{colour}"/>'
-                 if p.kind == "adaptive" else f'<circle cx="{x}" cy="{y}" r="5" fill="{colour}"/>')
-        out.append(shape)
+        out.append(_marker(p.kind, x, y, colour))
         # Alternate labels above and below so neighbours on a dense ladder do not overprint.
         dy = -9 if i % 2 == 0 else 17
         anchor = "end" if x > LEFT + pw - 60 else "start"
         dx = -7 if anchor == "end" else 7
         out.append(f'<text x="{round(x + dx, 1)}" y="{round(y + dy, 1)}" text-anchor="{anchor}" '
                    f'font-size="11" fill="{colour}">{escape(p.label)}</text>')
-    kinds = [k for k in ("float", "standard", "adaptive") if any(p.kind == k for p in points)]
+    kinds = [k for k in ("float", "standard", "adaptive", "auto") if any(p.kind == k for p in points)]
     lx = LEFT + pw - 10
     for j, k in enumerate(kinds):
         ly = TOP + 16 + 18 * j
-        out.append(f'<circle cx="{lx - 150}" cy="{ly - 4}" r="5" fill="{colours[k]}"/>' if k != "adaptive" else
-                   f'<rect x="{lx - 154.5}" y="{ly - 8.5}" width="9" height="9" fill="{colours[k]}"/>')
+        out.append(_marker(k, lx - 150, ly - 4, colours[k]))
         out.append(f'<text x="{lx - 140}" y="{ly}">{escape(labels.legend[k])}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"

@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from hubbot import __version__
+from hubbot.card.auto import AutoSection, auto_section
 from hubbot.card.chart import Point
 from hubbot.card.inputs import BenchSettings, CardInput, Engine, ImatrixFile, VariantRow
 
@@ -127,6 +128,7 @@ class CardContext:
     rows: list[VariantRow]
     quality: QualityTable | None
     adaptive: AdaptiveSection | None
+    auto: AutoSection | None
     chart: Chart | None
     formats: list[FormatGroup]
     picks: list[Pick]
@@ -169,7 +171,7 @@ def adaptive_pairs(rows: list[VariantRow]) -> list[AdaptivePair]:
     for a in rows:
         if not a.adaptive or not a.result:
             continue
-        std = next((s for s in rows if not s.adaptive and s.type == a.type and s.result), None)
+        std = next((s for s in rows if s.is_standard and s.type == a.type and s.result), None)
         if std is None:
             continue
         ra, rs = a.result, std.result
@@ -241,7 +243,8 @@ def chart_points(rows: list[VariantRow]) -> list[Point] | None:
     if len(measured) < 2:
         return None
     return [Point(r.name, r.size / 1e9, r.result.ppl,
-                  "float" if r.is_float else "adaptive" if r.adaptive else "standard") for r in measured]
+                  "float" if r.is_float else "adaptive" if r.adaptive else "auto" if r.auto else "standard")
+            for r in measured]
 
 
 def build_context(data: CardInput) -> CardContext:
@@ -273,7 +276,7 @@ def build_context(data: CardInput) -> CardContext:
         gated=bool(upstream and upstream.gated) or s.gated,
         license_link=upstream.meta.get("license_link") if upstream else None,
         gen=generation(data, rows), bench=data.bench if measured else None,
-        rows=rows, quality=quality, adaptive=adaptive,
+        rows=rows, quality=quality, adaptive=adaptive, auto=auto_section(rows),
         chart=Chart(CHART_NAME) if chart_points(rows) else None,
         formats=formats_present(rows), picks=_picks(measured, ref), imatrix_file=data.imatrix,
         usage=_usage(s.repo, rows), upstream=upstream_section)

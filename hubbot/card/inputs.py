@@ -121,6 +121,26 @@ class ImatrixUse:
     chunks: int | None
 
 
+@dataclass(frozen=True)
+class AutoChange:
+    """Tensors of one role moved from the mix's type to another, in ``blocks`` ('' outside the blocks)."""
+
+    role: str
+    kind: str  # "raised" (more bits than the mix) or "lowered"
+    from_type: str
+    to_type: str
+    blocks: str  # "0-3, 16, 17"
+
+
+@dataclass(frozen=True)
+class AutoSummary:
+    budget: int | None
+    budget_text: str | None
+    predicted_kld: float | None
+    standard_predicted_kld: float | None
+    changes: list[AutoChange] = field(default_factory=list)
+
+
 @dataclass
 class VariantRow:
     """One published variant: its files, what the GGUF holds, how it was made and its figures."""
@@ -149,6 +169,7 @@ class VariantRow:
     imatrix_use: ImatrixUse | None
     tag: str | None = None  # the ``repo:TAG`` this file answers to, set once every row is known
     planned: bool = False  # not built yet: size, bits per weight and types are llama.cpp's plan (a preview)
+    auto: AutoSummary | None = None  # a recipe: auto file's budget and choice
 
     @property
     def imatrix(self) -> bool:
@@ -161,6 +182,11 @@ class VariantRow:
     @property
     def is_float(self) -> bool:
         return self.type in FLOAT_TYPES
+
+    @property
+    def is_standard(self) -> bool:
+        """llama.cpp's own mix of its type: neither a layer recipe nor a budget allocation."""
+        return not self.adaptive and not self.auto
 
 
 @dataclass(frozen=True)

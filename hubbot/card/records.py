@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from hubbot.card.auto import auto_summary
 from hubbot.card.inputs import (
     BenchSettings,
     CardInput,
@@ -172,7 +173,8 @@ def _row(v: VariantConfig, fname: str, entry: dict, published: list[FileRef], fa
         tensor_types=[TypeCount(k, n) for k, n in _counted(facts["tensor_types"] if facts else entry.get("tensor_types"))],
         labels=quant_labels(fname), result=result,
         engine=_engine(entry.get("engine")), source=_source(entry.get("source")),
-        imatrix_use=_imatrix_use(entry.get("imatrix")), planned=bool(entry.get("planned")))
+        imatrix_use=_imatrix_use(entry.get("imatrix")), planned=bool(entry.get("planned")),
+        auto=auto_summary(entry.get("auto")))
 
 
 def _rows(cfg: Config, manifest: dict[str, dict], results: dict[str, dict], files: set[str] | None,

@@ -16,6 +16,8 @@ from hubbot.cli.options import config_option, echo_json, json_option, load, only
 @threads_option
 @json_option
 @click.option("--no-dry-run", is_flag=True, help="Skip llama.cpp's dry run (no tensor types, sizes or job needs).")
+@click.option("--measure", is_flag=True,
+              help="Compute the importance matrix and the sensitivity recipe: auto needs, when not cached.")
 @click.option("--check-job", "check_job", metavar="JOB", default=None,
               help="Only check that this machine can run release job JOB (convert, imatrix, build with "
                    "--only VARIANT, card): exit 3 with what it needs when it cannot. Downloads nothing.")
@@ -23,7 +25,7 @@ from hubbot.cli.options import config_option, echo_json, json_option, load, only
               help="With --check-job: the JSON of an earlier `hubbot plan --json` to take the job's needs from.")
 @run_safely
 def plan(config_path: Path, only: tuple[str, ...], threads: int | None, as_json: bool, no_dry_run: bool,
-         check_job: str | None, plan_file: Path | None) -> None:
+         measure: bool, check_job: str | None, plan_file: Path | None) -> None:
     """Show each variant's file, tensor types, size and whether it is up to date, and per release
     job its disk, memory, time and runner class."""
     from hubbot.build.plan import check_release_job, plan_project, render_plan
@@ -42,7 +44,7 @@ def plan(config_path: Path, only: tuple[str, ...], threads: int | None, as_json:
         return
     if plan_file is not None:
         raise click.UsageError("--plan-file goes with --check-job")
-    data = plan_project(cfg, only=only, threads=threads, dry_run=not no_dry_run)
+    data = plan_project(cfg, only=only, threads=threads, dry_run=not no_dry_run, measure=measure)
     if as_json:
         echo_json(data)
     else:

@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from hubbot.config import recipes
+from hubbot.config.budgets import expand_auto_variants
 from hubbot.config.keys import check_keys
 from hubbot.config.schema import Config
 from hubbot.config.yaml_lines import LineMap, compose, construct
@@ -23,8 +24,11 @@ def _apply_recipes(data: dict, lines: LineMap) -> None:
         if not isinstance(variant, dict) or "recipe" not in variant:
             continue
         name = variant["recipe"]
+        if name == "auto":
+            continue  # chosen per tensor at plan time (hubbot.budget)
         if name not in recipes.BUILTIN_RECIPES:
-            hint = recipes.suggest(str(name), recipes.BUILTIN_RECIPES).replace("; known:", "; built-in recipes:")
+            known = [*recipes.BUILTIN_RECIPES, "auto"]
+            hint = recipes.suggest(str(name), known).replace("; known:", "; built-in recipes:")
             raise ConfigError(f"{lines.where(('variants', i, 'recipe'))}: unknown recipe {name!r}{hint}")
         merged = dict(recipes.BUILTIN_RECIPES[name])
         merged.update(variant)
@@ -67,6 +71,9 @@ def _check_ladder(cfg: Config, lines: LineMap) -> None:
                     f"{where}: variant {v.name!r} needs an importance matrix; add imatrix.calibration (a text file) "
                     "or imatrix.file (a ready imatrix) to the config"
                 )
+        if v.is_auto and cfg.imatrix.calibration is None and cfg.has_imatrix_source:
+            raise ConfigError(f"{where}: variant {v.name!r} uses recipe: auto, which measures probe builds on "
+                              "imatrix.calibration; add that text (next to imatrix.file if you have one)")
         if v.imatrix == "required" and not cfg.has_imatrix_source:
             raise ConfigError(f"{where}: variant {v.name!r} sets imatrix: required but the config has no imatrix.calibration or imatrix.file")
     if not cfg.variants:
@@ -85,6 +92,7 @@ def load_config(path: str | Path) -> Config:
     data = construct(node, lines)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping with source, target and variants")
+    expand_auto_variants(data, lines)
     _apply_recipes(data, lines)
     try:
         cfg = Config.model_validate(data)

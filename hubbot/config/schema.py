@@ -13,23 +13,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from hubbot.config import recipes
+from hubbot.config.budgets import BUDGET_HINT, BudgetConfig, SensitivityConfig
+from hubbot.config.sizes import parse_size
 from hubbot.config.yaml_lines import LineMap
 from hubbot.errors import ConfigError
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
-
-
-def parse_size(value: int | str) -> int:
-    """Bytes in ``value``: an int, or a string such as '50GB' or '1.5GiB'."""
-    if isinstance(value, int):
-        return value
-    m = _SIZE.match(str(value))
-    if not m:
-        raise ValueError(f"cannot read size {value!r}; write it like '50GB' or '2GiB'")
-    return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "B").upper()])
 
 
 class Strict(BaseModel):
@@ -230,6 +219,25 @@ class VariantConfig(Strict):
     pure: bool = False
     imatrix: Literal["auto", "required", "off"] = "auto"
     description: str | None = None
+    budget: BudgetConfig | None = None
+
+    @model_validator(mode="after")
+    def _auto(self) -> "VariantConfig":
+        if self.recipe == "auto":
+            if self.budget is None:
+                raise ValueError(f"recipe: auto needs a budget; {BUDGET_HINT}")
+            chosen = [k for k in ("output", "embeddings", "tensors", "layers", "pure") if getattr(self, k)]
+            if chosen:
+                raise ValueError(f"recipe: auto chooses every tensor's type itself; remove {', '.join(repr(k) for k in chosen)}")
+            if self.imatrix == "off":
+                raise ValueError("recipe: auto weighs errors with the importance matrix; remove 'imatrix: off'")
+        elif self.budget is not None:
+            raise ValueError("a budget only applies to 'recipe: auto'; add it or remove 'budget'")
+        return self
+
+    @property
+    def is_auto(self) -> bool:
+        return self.recipe == "auto"
 
     @field_validator("imatrix", mode="before")
     @classmethod
@@ -269,7 +277,7 @@ class VariantConfig(Strict):
     @property
     def needs_imatrix(self) -> bool:
         """True when llama.cpp would refuse to build this variant without an imatrix."""
-        return recipes.file_type_needs_imatrix(self.type) or bool(
+        return self.is_auto or recipes.file_type_needs_imatrix(self.type) or bool(
             self.tensor_types_used() & recipes.TENSOR_TYPES_NEEDING_IMATRIX
         )
 
@@ -286,6 +294,7 @@ class Config(Strict):
     imatrix: ImatrixConfig = ImatrixConfig()
     benchmark: BenchmarkConfig = BenchmarkConfig()
     build: BuildConfig = BuildConfig()
+    sensitivity: SensitivityConfig = SensitivityConfig()
     variants: list[VariantConfig]
 
     # Set by load_config, not by users.

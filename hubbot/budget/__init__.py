@@ -1,0 +1,1 @@
+"""Size budgets: per-tensor types chosen from measured sensitivity (``recipe: auto``)."""
