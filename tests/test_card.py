@@ -94,7 +94,7 @@ def test_golden_card_and_chart(project):
     card = render_card(cfg)
     check_golden("small-card.md", card.text)
     check_golden("small-ppl-vs-size.svg", card.chart_svg)
-    assert sections(card.text) == ["How these files were made", "Files sized to a budget",
+    assert sections(card.text) == ["How these files were made", "Layer-adaptive low-bit files",
                                    "Quality and size of every file", "Choosing a file", "Files",
                                    "Running the files", "Original model card"]
 
@@ -544,7 +544,7 @@ def test_card_for_the_real_example_from_a_real_build(tmp_path):
     run_bench(cfg, only=["bf16", "q4_k", "dynamic-iq2_xxs"], chunks=2, speed=False)
     manifest = WorkDir(cfg.workdir).manifest.entries
     card = render_card(cfg)  # upstream card from the source package, results through bench.load_results
-    assert sections(card.text) == ["How these files were made", "Files sized to a budget",
+    assert sections(card.text) == ["How these files were made", "Layer-adaptive low-bit files",
                                    "Quality and size of every file", "Choosing a file", "Files",
                                    "Running the files", "Original model card"]
     meta = yaml.safe_load(card.text.split("---\n", 2)[1])
