@@ -28,6 +28,7 @@ from hubbot.budget.sensitivity import (
     table_key,
 )
 from hubbot.config import Config, VariantConfig, config_lines
+from hubbot.gguf_io.header import added_kv_bytes
 from hubbot.gguf_io.info import open_reader
 from hubbot.imatrix.ref import ImatrixRef
 from hubbot.llama.quantize import QuantizeSpec, quantize
@@ -107,10 +108,15 @@ class AutoPlanner:
             self._header = int(open_reader(self.source.path).data_offset)
         return self._header
 
-    def choose(self, index: int, v: VariantConfig) -> AutoChoice | None:
-        """The allocation for variant ``v`` (the ``index``-th), or None when its sensitivity is not measured yet."""
+    def choose(self, index: int, v: VariantConfig, metadata: list[tuple[str, object]] = ()) -> AutoChoice | None:
+        """The allocation for variant ``v`` (the ``index``-th), or None when its sensitivity is not measured yet.
+
+        ``metadata``: the keys the build adds to the header. The output header is the source's plus
+        those; a `like:` budget is the standard mix's file with that same header, so the auto file
+        is never larger than the standard one, whatever hubbot writes into both.
+        """
         assert v.budget is not None
-        inv, header = self.inventory(), self.header()
+        inv, header = self.inventory(), self.header() + added_kv_bytes(list(metadata))
         n_params = self.source.info.n_params
         std_types, std_bytes = self.standard(v.type)
         like_bytes = self.standard(v.budget.like)[1] + header if v.budget.like else None

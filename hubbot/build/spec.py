@@ -194,7 +194,9 @@ def plan_variant(cfg: Config, v: VariantConfig, source: ResolvedSource, work: Wo
     auto = None
     if v.is_auto:
         assert planner is not None, "recipe: auto variants are planned with an AutoPlanner"
-        auto = planner.choose(cfg.variants.index(v), v)
+        # The metadata does not depend on the allocation: a spec without one has the same keys.
+        metadata = list(make_spec(cfg, v, source, use_im, threads).metadata)
+        auto = planner.choose(cfg.variants.index(v), v, metadata)
     spec = make_spec(cfg, v, source, use_im, threads, auto)
     key = input_key(spec, source, use_im)
     p = VariantPlan(v, cfg.file_name(v), spec, key, use_im, auto=auto)

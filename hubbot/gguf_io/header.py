@@ -28,6 +28,27 @@ _SCALAR_SIZES = {
 _U64 = struct.Struct("<Q")
 
 
+def added_kv_bytes(pairs: list[tuple[str, object]]) -> int:
+    """An upper bound of what writing these metadata pairs adds to a GGUF header.
+
+    Each pair costs its key (u64 length + bytes), a u32 value type and the value, as llama.cpp's
+    quantizer writes it: strings as u64 length + bytes, ints and floats as 8 bytes, bools as 1.
+    Keys the file already has are counted in full and the data-section alignment is added once,
+    so the bound never falls short of the real header. The two keys the quantizer itself sets
+    (file type, quantization version) count too, for sources that lack them.
+    """
+    total = DEFAULT_ALIGNMENT
+    for key, value in [*pairs, ("general.file_type", 0), ("general.quantization_version", 0)]:
+        if isinstance(value, str):
+            size = 8 + len(value.encode())
+        elif isinstance(value, bool):
+            size = 1
+        else:
+            size = 8
+        total += 8 + len(key.encode()) + 4 + size
+    return total
+
+
 class NotGGUF(ValueError):
     """The bytes are not the start of a GGUF file (version 2 or 3, little-endian)."""
 
