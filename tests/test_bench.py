@@ -16,6 +16,7 @@ from support.llamacpp_tools import llama_tool
 
 import hubbot.bench.quality as quality_mod
 import hubbot.bench.run as bench_mod
+from hubbot.bench.results import BenchResult
 from hubbot.bench.run import load_results, run_bench
 from hubbot.bench.text import shared_fraction
 from hubbot.build.run import build
@@ -178,6 +179,8 @@ def test_results_are_stored_and_reused(project, monkeypatch):
         path = work.results / "bench" / f"{r['sha256']}.json"
         assert path.is_file() and r["file"] == name
         assert r["text"]["name"] == "evaluation excerpts" and r["speed"] is None
+        typed = BenchResult.from_json(r)  # the typed value the card reads holds every stored figure
+        assert typed.to_json() == r and typed.perplexity.ppl == r["perplexity"]["ppl"]
     stamps = {p: p.stat().st_mtime_ns for p in (work.results / "bench").glob("*.json")}
 
     def must_not_run(*args, **kwargs):

@@ -34,6 +34,7 @@ from typing import Any
 
 from hubbot.bench.quality import chunk_count, evaluate
 from hubbot.bench.reference import ReferenceStore
+from hubbot.bench.results import BenchResult
 from hubbot.bench.speed import PP_TOKENS, TG_TOKENS, measure_speed
 from hubbot.bench.text import EvalText, load_eval_text
 from hubbot.config import Config, VariantConfig
@@ -224,13 +225,13 @@ def run_bench(cfg: Config, only: Iterable[str] | None = None, chunks: int | None
                 total = cfg.benchmark.repetitions * (PP_TOKENS + TG_TOKENS)
                 with bar(total, f"speed {v.name}", unit="tok") as pbar:
                     spd = measure_speed(model, nthreads, cfg.benchmark.repetitions, progress=pbar)
-        result = {
+        result = BenchResult.from_json({
             "file": t.file, "variant": v.name, "sha256": t.sha256, "size": t.size,
             "bpw": round(8.0 * t.size / t.n_params, 4) if t.n_params else None,
             "perplexity": ppl, "kld": kld, "speed": spd,
             "settings": {"quality": qset, "speed": sset if spd else None},
             "engine": engine, "text": text.describe(),
-        }
+        }).to_json()
         write_json_atomic(results_dir(work) / f"{t.sha256}.json", result)
         results.append({**result, "status": "measured"})
     order = {v.name: i for i, (v, _) in enumerate(targets)}

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from hubbot.bench.results import BenchResult
 from hubbot.card.auto import auto_summary
 from hubbot.card.inputs import (
     BenchSettings,
@@ -93,37 +94,35 @@ def _published_files(entry: dict, files: set[str] | None, fname: str) -> list[Fi
     return [FileRef(n, (shards.get(n) or {}).get("size"), (shards.get(n) or {}).get("sha256")) for n in sorted(named)]
 
 
-def _measurement(result: dict | None, reference_file: str | None, fname: str) -> Measurement | None:
-    if not result or not result.get("perplexity"):
+def _measurement(result: BenchResult | None, reference_file: str | None, fname: str) -> Measurement | None:
+    if result is None or result.perplexity is None:
         return None
-    ppl, kld, spd = result["perplexity"], result.get("kld") or {}, result.get("speed") or {}
-    return Measurement(ppl=ppl.get("ppl"), ppl_stderr=ppl.get("stderr"), kld_mean=kld.get("mean"),
-                       kld_p99=kld.get("p99"), same_top=kld.get("same_top"), pp=spd.get("pp"), tg=spd.get("tg"),
+    ppl, kld, spd = result.perplexity, result.kld, result.speed
+    return Measurement(ppl=ppl.ppl, ppl_stderr=ppl.stderr, kld_mean=kld.mean if kld else None,
+                       kld_p99=kld.p99 if kld else None, same_top=kld.same_top if kld else None,
+                       pp=spd.pp if spd else None, tg=spd.tg if spd else None,
                        is_reference=reference_file == fname)
 
 
-def _reference_file(results: dict[str, dict]) -> str | None:
-    for r in results.values():
-        q = (r.get("settings") or {}).get("quality") or {}
-        if q.get("reference_file"):
-            return q["reference_file"]
-    return None
+def _reference_file(results: dict[str, BenchResult]) -> str | None:
+    return next((r.reference_file for r in results.values() if r.reference_file), None)
 
 
-def _bench_settings(results: dict[str, dict]) -> BenchSettings | None:
-    measured = [r for r in results.values() if r.get("perplexity")]
+def _bench_settings(results: dict[str, BenchResult]) -> BenchSettings | None:
+    measured = [r for r in results.values() if r.perplexity]
     if not measured:
         return None
     first = measured[0]
-    ppl = first["perplexity"]
-    speed = next((r["speed"] for r in measured if r.get("speed")), None) or {}
+    ppl = first.perplexity
+    speed = next((r.speed for r in measured if r.speed), None)
     return BenchSettings(
-        text=(first.get("text") or {}).get("name"),
-        ctx=ppl.get("ctx"), chunks=ppl.get("chunks"), tokens=ppl.get("tokens"),
+        text=first.text.get("name"),
+        ctx=ppl.ctx, chunks=ppl.chunks, tokens=ppl.tokens,
         # The reference by variant name: its whole file may be published only as shards, or not at all.
-        reference=((first.get("settings") or {}).get("quality") or {}).get("reference")
-        or (first.get("kld") or {}).get("reference") or _reference_file(results),
-        threads=speed.get("threads"), pp_tokens=speed.get("pp_tokens"), tg_tokens=speed.get("tg_tokens"))
+        reference=first.quality_settings.get("reference") or (first.kld.reference if first.kld else None)
+        or _reference_file(results),
+        threads=speed.threads if speed else None, pp_tokens=speed.pp_tokens if speed else None,
+        tg_tokens=speed.tg_tokens if speed else None)
 
 
 def _counted(raw: Any) -> list[tuple[str, int]]:
@@ -177,7 +176,7 @@ def _row(v: VariantConfig, fname: str, entry: dict, published: list[FileRef], fa
         auto=auto_summary(entry.get("auto")))
 
 
-def _rows(cfg: Config, manifest: dict[str, dict], results: dict[str, dict], files: set[str] | None,
+def _rows(cfg: Config, manifest: dict[str, dict], results: dict[str, BenchResult], files: set[str] | None,
           work: WorkDir) -> list[VariantRow]:
     """One row per published variant, in ladder order."""
     ref_file = _reference_file(results)
@@ -209,7 +208,7 @@ def _imatrix_file(manifest: dict[str, dict], files: set[str] | None) -> ImatrixF
 
 
 def gather(cfg: Config, *, files: Iterable[str] | None = None, upstream: UpstreamCard | None = None,
-           results: dict[str, dict] | None = None, manifest: dict[str, dict] | None = None) -> CardInput:
+           results: dict[str, dict | BenchResult] | None = None, manifest: dict[str, dict] | None = None) -> CardInput:
     """The card's input for ``files`` (default: every output in the manifest).
 
     ``upstream`` defaults to ``load_upstream(cfg)``; ``results`` (bench results keyed by file
@@ -225,9 +224,11 @@ def gather(cfg: Config, *, files: Iterable[str] | None = None, upstream: Upstrea
         from hubbot.bench.run import load_results
 
         results = load_results(cfg)
+    # Stored records (JSON, also what a job matrix hands over) become typed values here, once.
+    typed = {name: r if isinstance(r, BenchResult) else BenchResult.from_json(r) for name, r in results.items()}
     if upstream is None:
         upstream = load_upstream(cfg)
     chosen = None if wanted is None else set(wanted)
-    return CardInput(settings=CardSettings.from_config(cfg), rows=_rows(cfg, manifest, results, chosen, work),
-                     imatrix=_imatrix_file(manifest, chosen), bench=_bench_settings(results),
+    return CardInput(settings=CardSettings.from_config(cfg), rows=_rows(cfg, manifest, typed, chosen, work),
+                     imatrix=_imatrix_file(manifest, chosen), bench=_bench_settings(typed),
                      upstream=upstream, published=list(manifest) if wanted is None else wanted)
