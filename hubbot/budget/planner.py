@@ -56,9 +56,15 @@ class AutoPlanner:
 
     def inventory(self) -> Inventory:
         if self._inventory is None:
-            values = self.imatrix.values if self.imatrix else None
+            if self.imatrix:
+                covered = set(self.imatrix.values)
+            else:
+                # Not computed yet (a plan): llama.cpp's collector records every block weight, so
+                # assume those, as the standard mixes' dry runs do; a budget is then checked against
+                # what the real matrix will allow, not against a model without one.
+                covered = {t.name for t in self.source.info.tensors if t.name.startswith("blk.")}
             types = tuple(self.cfg.sensitivity.types or CANDIDATES)
-            self._inventory = dry_run_inventory(self.source.path, self.source.info, values, self._scratch(), types)
+            self._inventory = dry_run_inventory(self.source.path, self.source.info, covered, self._scratch(), types)
         return self._inventory
 
     def sensitivity(self) -> Sensitivity | None:

@@ -57,11 +57,12 @@ class Sensitivity:
         return cls(d["key"], errors, calibrate.Coefficients.from_json(d["coefficients"]))
 
 
-def dry_run_inventory(source_path: Path, info, imatrix_values: dict | None, scratch: Path,
+def dry_run_inventory(source_path: Path, info, imatrix_names: set[str], scratch: Path,
                       types=CANDIDATES) -> Inventory:
-    """The inventory from a Q8_0 dry run of llama.cpp's quantizer (which tensors it quantizes)."""
+    """The inventory from a Q8_0 dry run of llama.cpp's quantizer (which tensors it quantizes);
+    ``imatrix_names``: the tensors the importance matrix has values for."""
     report = quantize(source_path, scratch, QuantizeSpec(file_type="Q8_0"), None, dry_run=True)
-    return build_inventory(info, {t.name: t.type for t in report.tensors}, set(imatrix_values or ()), types)
+    return build_inventory(info, {t.name: t.type for t in report.tensors}, set(imatrix_names), types)
 
 
 def table_key(source_sha: str, imatrix_sha: str, inv: Inventory, sample: int) -> str:
