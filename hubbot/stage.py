@@ -78,7 +78,8 @@ def stage_push(cfg: Config, output: Path, threads: int | None = None) -> dict[st
         entry = {k: v for k, v in entry.items() if k not in _LOCAL_KEYS}
     else:
         src = resolve_source(cfg, work.cache)
-        name = f"{cfg.model_name}-source-{cfg.source.dtype}.gguf"
+        # Its own name: the benchmark records the reference file by name, as a single machine does.
+        name = src.path.name
         branch = STAGING_BRANCH
         with hub_errors(repo, f"stage the source on branch {branch}", api.endpoint, branch):
             api.create_repo(repo, private=cfg.target.private, exist_ok=True)
