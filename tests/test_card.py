@@ -218,6 +218,23 @@ def test_formats_guide_covers_exactly_the_formats_present(project):
     assert card.files_named == ["tiny-model-bf16.gguf", "tiny-model-q4_k.gguf"]
 
 
+def test_card_names_the_ladder_variants_it_is_missing(project):
+    """A release whose build job failed: the card says which variants are missing, without their file names."""
+    cfg, _ = project
+    complete = render_card(cfg, results=small_results())
+    assert "Not published yet" not in sections(complete.text)
+    on_card = ["tiny-model-bf16.gguf", "tiny-model-q4_k.gguf"]
+    card = render_card(cfg, files=on_card, results=small_results())
+    names = sections(card.text)
+    assert names.index("Not published yet") == names.index("Files") - 1
+    note = card.text.split("## Not published yet")[1].split("\n## ")[0]
+    absent = [v for v in cfg.variants if cfg.file_name(v) not in on_card]
+    assert absent
+    listed = re.findall(r"\*\*([^*]+)\*\* \(([^)]+)\)", note)
+    assert listed == [(v.name, v.type) for v in absent]  # ladder order, with their types
+    assert card.files_named == on_card  # the missing files are not named
+
+
 def test_adaptive_table_pairs_each_adaptive_file_with_the_standard_mix(project):
     cfg, _ = project
     card = render_card(cfg, results=small_results())

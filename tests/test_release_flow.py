@@ -1,8 +1,9 @@
-"""The release workflow played locally: plan → imatrix → one job per variant → card, on the real Gemma 270M.
+"""The release workflow played locally: convert → imatrix → one job per variant → card, on the real Gemma 270M.
 
-Every job runs the commands its step in .github/workflows/release.yml runs, in its own folder and
-its own process, against the local Hub server; jobs share only what the workflow's artifacts
-carry. The result must equal a single-machine ``hubbot publish`` of the same ladder.
+Every job runs the commands its step in .github/workflows/release.yml runs, in its own folder,
+HOME, temp folder and Hub cache, in its own process, against the local Hub server; jobs share only
+what the workflow's artifacts carry (staged.json, plan.json, the importance matrix, the reference
+distributions, the results) and the staged source on the Hub. The result must equal a single-machine ``hubbot publish`` of the same ladder.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -67,12 +69,17 @@ def hubbot(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Comple
     return proc
 
 
-def new_job(root: Path, name: str, yaml_text: str) -> Path:
-    """A fresh checkout for one job: its own folder, config and (default) work directory."""
+def new_job(root: Path, name: str, yaml_text: str, env: dict[str, str]) -> tuple[Path, dict[str, str]]:
+    """A fresh checkout for one job: its own folder, config, work directory, HOME, temp and Hub cache."""
     folder = root / "jobs" / name
-    folder.mkdir(parents=True)
+    home = root / "homes" / name
+    for d in (folder, home / "hf"):
+        d.mkdir(parents=True)
     (folder / "variants.yaml").write_text(yaml_text)
-    return folder
+    # A short temp path: llama.cpp's child process talks over a Unix socket there (108-byte limit).
+    tmp = tempfile.mkdtemp(prefix="hubbot-job-")
+    job_env = {**env, "HOME": str(home), "TMPDIR": tmp, "HF_HOME": str(home / "hf")}
+    return folder, job_env
 
 
 def test_matrix_release_equals_single_machine_publish(tmp_path, local_hub, gemma_bf16, calibration_text,  # noqa: F811
@@ -82,51 +89,69 @@ def test_matrix_release_equals_single_machine_publish(tmp_path, local_hub, gemma
     matrix_yaml = ladder_yaml(source, calibration_text, evaluation_text, MATRIX_REPO)
     artifacts = tmp_path / "artifacts"
 
-    # plan job: the matrix, checked against the source by `hubbot plan --json`.
-    plan_dir = new_job(tmp_path, "plan", matrix_yaml)
-    plan = json.loads(hubbot(["plan", "-c", "variants.yaml", "--json", "--no-dry-run"], plan_dir, env).stdout)
+    # convert job: stage the source on the Hub once, pinned by commit; the matrix and the plan.
+    plan_dir, job_env = new_job(tmp_path, "convert", matrix_yaml, env)
+    hubbot(["plan", "-c", "variants.yaml", "--check-job", "convert"], plan_dir, job_env)
+    hubbot(["stage", "push", "-c", "variants.yaml", "-o", str(artifacts / "plan" / "staged.json")], plan_dir, job_env)
+    plan = json.loads(hubbot(["plan", "-c", "variants.yaml", "--json"], plan_dir, job_env).stdout)
+    (artifacts / "plan" / "plan.json").write_text(json.dumps(plan))
     gh_output = plan_dir / "github_output"
-    hubbot(["ci", "matrix", "-c", "variants.yaml", "--only", "", "--github-output", str(gh_output)], plan_dir, env)
+    hubbot(["ci", "matrix", "-c", "variants.yaml", "--only", "", "--github-output", str(gh_output)], plan_dir, job_env)
     outputs = dict(line.split("=", 1) for line in gh_output.read_text().splitlines())
     matrix = json.loads(outputs["matrix"])
     assert [(e["variant"], e["file"]) for e in matrix["include"]] == \
         [(e["variant"], e["file"]) for e in plan["matrix"]["include"]]
     assert [e["imatrix"] for e in matrix["include"]] == [False, True, True]
     assert outputs["imatrix"] == "true" and outputs["target"] == MATRIX_REPO
+    staged = json.loads((artifacts / "plan" / "staged.json").read_text())
+    assert staged["branch"] == "hubbot-staging"  # this ladder has no float variant
+    plan_file = str(artifacts / "plan" / "plan.json")
 
-    # imatrix job: computed once; its cache folder is the artifact.
-    im_dir = new_job(tmp_path, "imatrix", matrix_yaml)
-    hubbot(["imatrix", "-c", "variants.yaml", "--json"], im_dir, env)
+    def fetch(job: Path, name: str, job_env: dict[str, str]) -> None:
+        hubbot(["plan", "-c", "variants.yaml", "--check-job", name.split(":")[0], "--plan-file", plan_file]
+               + (["--only", name.split(":")[1]] if ":" in name else []), job, job_env)
+        hubbot(["stage", "fetch", "-c", "variants.yaml", "--staged", str(artifacts / "plan" / "staged.json"),
+                "--job", name], job, job_env)
+
+    # imatrix job: the importance matrix and the reference distributions, once; both are artifacts.
+    im_dir, job_env = new_job(tmp_path, "imatrix", matrix_yaml, env)
+    fetch(im_dir, "imatrix", job_env)
+    hubbot(["imatrix", "-c", "variants.yaml", "--json"], im_dir, job_env)
+    hubbot(["bench", "-c", "variants.yaml", "--reference-only"], im_dir, job_env)
     shutil.copytree(im_dir / outputs["workdir"] / "cache" / "imatrix", artifacts / "imatrix")
+    shutil.copytree(im_dir / outputs["workdir"] / "cache" / "bench-reference", artifacts / "bench-reference")
 
     # build jobs, one per matrix entry.
     for entry in matrix["include"]:
         name = entry["variant"]
-        job = new_job(tmp_path, f"build-{name}", matrix_yaml)
+        job, job_env = new_job(tmp_path, f"build-{name}", matrix_yaml, env)
+        fetch(job, f"build:{name}", job_env)
         if entry["imatrix"]:
             shutil.copytree(artifacts / "imatrix", job / outputs["workdir"] / "cache" / "imatrix")
-        only = ["--only", name] + (["--only", entry["extra"]] if entry["extra"] else [])
-        built = hubbot(["build", "-c", "variants.yaml", *only], job, env)
+        shutil.copytree(artifacts / "bench-reference", job / outputs["workdir"] / "cache" / "bench-reference")
+        built = hubbot(["build", "-c", "variants.yaml", "--only", name], job, job_env)
         if entry["imatrix"]:
             # The shared matrix is used as is, never computed again in a build job.
             assert "using the cached importance matrix" in built.stderr
             assert "computing the importance matrix" not in built.stderr
-        hubbot(["bench", "-c", "variants.yaml", "--only", name], job, env)
-        hubbot(["publish", "-c", "variants.yaml", "--only", name, "--no-card", "--skip-bench"], job, env)
+        benched = hubbot(["bench", "-c", "variants.yaml", "--only", name, "--require-reference"], job, job_env)
+        assert "computing the reference distributions" not in benched.stderr
+        hubbot(["publish", "-c", "variants.yaml", "--only", name, "--no-card", "--skip-bench"], job, job_env)
         assert "README.md" not in local_hub.files(MATRIX_REPO), "a build job pushed the card"
         hubbot(["ci", "export", "-c", "variants.yaml", "--only", name, "-o", str(artifacts / f"results-{name}")],
-               job, env)
+               job, job_env)
 
     # card job: merge every job's results, render the card, push README.md last.
-    card_job = new_job(tmp_path, "card", matrix_yaml)
+    card_job, job_env = new_job(tmp_path, "card", matrix_yaml, env)
     folders = sorted(str(p) for p in artifacts.glob("results-*"))
-    hubbot(["merge", "-c", "variants.yaml", *folders], card_job, env)
+    hubbot(["merge", "-c", "variants.yaml", *folders], card_job, job_env)
     assert not list((card_job / ".hubbot" / "out").glob("*.gguf")), "the card job must not need the GGUF files"
-    hubbot(["publish", "-c", "variants.yaml", "--card-only"], card_job, env)
+    hubbot(["publish", "-c", "variants.yaml", "--card-only"], card_job, job_env)
 
     # The same ladder published from one machine, to another repo on the same server.
-    single = new_job(tmp_path, "single", ladder_yaml(source, calibration_text, evaluation_text, SINGLE_REPO))
-    hubbot(["publish", "-c", "variants.yaml"], single, env)
+    single, job_env = new_job(tmp_path, "single", ladder_yaml(source, calibration_text, evaluation_text, SINGLE_REPO),
+                              env)
+    hubbot(["publish", "-c", "variants.yaml"], single, job_env)
 
     spread, whole = local_hub.files(MATRIX_REPO), local_hub.files(SINGLE_REPO)
     assert sorted(spread) == sorted(whole)

@@ -88,17 +88,19 @@ def test_actionlint_passes_every_workflow():
 def test_linters_catch_broken_workflows(tmp_path):
     """Both linters really look: a typo in a job output, a step input and a key are reported."""
     (tmp_path / ".github" / "workflows").mkdir(parents=True)
-    shutil.copy(ACTION, tmp_path / "action.yml")
+    # release.yml installs hubbot from its own checkout in .hubbot-src (see docs/github-actions.md).
+    (tmp_path / ".hubbot-src").mkdir()
+    shutil.copy(ACTION, tmp_path / ".hubbot-src" / "action.yml")
     text = (REPO_ROOT / ".github" / "workflows" / "release.yml").read_text()
-    assert "needs.plan.outputs.source_key" in text and "python-version: ${{ env.PYTHON_VERSION }}" in text
-    broken = (text.replace("needs.plan.outputs.source_key", "needs.plan.outputs.sourcekey")
+    assert "needs.convert.outputs.workdir" in text and "python-version: ${{ env.PYTHON_VERSION }}" in text
+    broken = (text.replace("needs.convert.outputs.workdir", "needs.convert.outputs.wrkdir")
               .replace("python-version: ${{ env.PYTHON_VERSION }}", "python-versoin: '3.11'"))
     bad = tmp_path / ".github" / "workflows" / "release.yml"
     bad.write_text(broken)
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     lint = actionlint(tmp_path, bad)
     assert lint.returncode != 0
-    assert '"sourcekey" is not defined' in lint.stdout and '"python-versoin" is not defined' in lint.stdout
+    assert '"wrkdir" is not defined' in lint.stdout and '"python-versoin" is not defined' in lint.stdout
     schema_bad = tmp_path / "schema.yml"
     schema_bad.write_text(text.replace("timeout-minutes: 360", "timeout_minutes: 360", 1))
     assert check_jsonschema("vendor.github-workflows", schema_bad).returncode != 0
@@ -172,24 +174,86 @@ def test_release_matrix_keys_and_outputs_match_hubbot(tmp_path):
     result = CliRunner().invoke(main, ["ci", "matrix", "-c", str(cfg.path), "--github-output", str(gh)])
     assert result.exit_code == 0, result.output
     written = {line.split("=", 1)[0] for line in gh.read_text().splitlines()}
-    plan_outputs = data["jobs"]["plan"]["outputs"]
+    plan_outputs = data["jobs"]["convert"]["outputs"]
     from_matrix = {m for v in plan_outputs.values() for m in re.findall(r"steps\.matrix\.outputs\.(\w+)", v)}
     assert from_matrix and from_matrix <= written
     assert json.loads(result.output)["matrix"]["include"][0]["variant"] == cfg.variants[0].name
 
 
+RUNNER_INPUTS = {"runner_convert", "runner_imatrix", "runner_build", "runner_card"}
+
+
+def _steps(job: dict, uses: str) -> list[dict]:
+    return [s for s in job["steps"] if str(s.get("uses", "")).startswith(uses)]
+
+
 def test_release_workflow_shape():
     data = load_yaml(REPO_ROOT / ".github" / "workflows" / "release.yml")
     on = data["on"]
-    assert set(on["workflow_dispatch"]["inputs"]) == {"config", "dry_run", "only"}
+    shared = {"config", "dry_run", "only", "max_parallel", "gpu"} | RUNNER_INPUTS
+    assert set(on["workflow_dispatch"]["inputs"]) == shared
+    # Reusable from other repositories: the same inputs, where hubbot comes from, and the token as a secret.
+    assert set(on["workflow_call"]["inputs"]) == shared | {"hubbot_repository", "hubbot_ref", "tag"}
+    assert set(on["workflow_call"]["secrets"]) == {"HF_TOKEN"}
     assert on["release"]["types"] == ["published"]
     assert data["concurrency"]["cancel-in-progress"] is False
     jobs = data["jobs"]
-    assert list(jobs) == ["plan", "imatrix", "build", "card"]
+    assert list(jobs) == ["convert", "imatrix", "build", "card"]
     assert jobs["build"]["strategy"]["fail-fast"] is False
+    assert "inputs.max_parallel" in str(jobs["build"]["strategy"]["max-parallel"])
     assert all("timeout-minutes" in j for j in jobs.values())
-    assert "always()" in jobs["card"]["if"]
-    assert "secrets.HF_TOKEN" in json.dumps(jobs["card"])
+    # Safe reruns: never after a cancel, keyed on the target repo, every artifact overwritable.
+    assert "!cancelled()" in jobs["card"]["if"] and "always()" not in jobs["card"]["if"]
+    assert jobs["card"]["concurrency"]["group"].endswith("${{ needs.convert.outputs.target }}")
+    for name, job in jobs.items():
+        for step in _steps(job, "actions/upload-artifact"):
+            assert step["with"].get("overwrite") is True, f"{name}: {step['name']}"
+        # runs-on per job kind: the input, else the repository variable, else ubuntu-latest; JSON lists too.
+        kind = "build" if name == "build" else name
+        runs_on = job["runs-on"]
+        assert f"inputs.runner_{kind}" in runs_on and f"vars.HUBBOT_RUNNER_{kind.upper()}" in runs_on
+        assert "fromJSON(" in runs_on and "'ubuntu-latest'" in runs_on
+        # The token only in the protected environment.
+        if "secrets.HF_TOKEN" in json.dumps(job):
+            assert job["environment"] == "hub-release", name
+        # No system folders deleted on a self-hosted machine.
+        for step in job["steps"]:
+            if "sudo rm" in step.get("run", ""):
+                assert "runner.environment == 'github-hosted'" in step["if"], f"{name}: {step['name']}"
+        # The composite action comes from hubbot's own checkout, not from the caller's ./.
+        assert [s["uses"] for s in _steps(job, "./")] == ["./.hubbot-src"]
+        # Every job checks its runner before it downloads anything.
+        runs = [s.get("run", "") for s in job["steps"]]
+        check = next(i for i, r in enumerate(runs) if "--check-job" in r)
+        assert not any("stage fetch" in r or "stage push" in r for r in runs[:check]), name
+    # The data flow: staged once, reference distributions once, no float reference in a real build job.
+    text = json.dumps(jobs["build"])
+    assert "stage fetch" in text and "--require-reference" in text and "matrix.extra" not in text
+    assert "--reference-only" in json.dumps(jobs["imatrix"]) and "stage push" in json.dumps(jobs["convert"])
+
+
+def test_no_pull_request_workflow_can_read_the_token():
+    """A pull request (from a fork too) never gets HF_TOKEN: no workflow it triggers names the secret."""
+    seen = 0
+    for path in WORKFLOWS:
+        on = load_yaml(path)["on"]
+        events = set(on) if isinstance(on, dict) else set([on] if isinstance(on, str) else on)
+        if events & {"pull_request", "pull_request_target"}:
+            seen += 1
+            assert "HF_TOKEN" not in path.read_text(), f"{path.name} runs on pull requests and names HF_TOKEN"
+    assert seen >= 2  # ci.yml and card-preview.yml
+
+
+def test_the_composite_action_cache_never_restores_across_images_or_flags():
+    steps = load_yaml(ACTION)["runs"]["steps"]
+    cache = next(s for s in steps if str(s.get("uses", "")).startswith("actions/cache"))
+    assert "restore-keys" not in cache["with"]
+    key = cache["with"]["key"]
+    for part in ("runner.os", "runner.arch", "steps.key.outputs.image", "steps.key.outputs.python",
+                 "steps.key.outputs.llama", "steps.key.outputs.flags"):
+        assert part in key
+    install = next(s for s in steps if s.get("id") == "install")["run"]
+    assert install.count("python -m hubbot.llama.selfcheck") == 2 and "--no-cache-dir --force-reinstall" in install
 
 
 # --- the job-matrix contract on synthetic results ---------------------------------------------------

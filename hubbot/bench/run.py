@@ -177,9 +177,26 @@ def _store_for(work: WorkDir, qset: dict) -> ReferenceStore:
     return ReferenceStore(work.cache / "bench-reference" / key[:32])
 
 
+def compute_reference(cfg: Config, chunks: int | None = None, threads: int | None = None) -> dict[str, Any]:
+    """Only the reference distributions, stored in the cache (a release's imatrix job computes them
+    once and hands the folder on, so no build job loads the float reference model)."""
+    work = WorkDir(cfg.workdir).prepare()
+    text = load_eval_text(cfg)
+    ref = reference_target(cfg, work)
+    qset = _quality_settings(cfg, text, ref, chunks)
+    store = _store_for(work, qset)
+    _Session(cfg, text, ref, qset, store, _threads(cfg, threads)).ensure_reference()
+    size = sum(p.stat().st_size for p in store.folder.rglob("*") if p.is_file())
+    return {"reference": ref.name, "file": ref.file, "sha256": ref.sha256, "folder": str(store.folder), "size": size}
+
+
 def run_bench(cfg: Config, only: Iterable[str] | None = None, chunks: int | None = None,
-              threads: int | None = None, force: bool = False, speed: bool | None = None) -> list[dict]:
-    """Measure the selected built variants (all by default); results of unchanged files are reused."""
+              threads: int | None = None, force: bool = False, speed: bool | None = None,
+              require_reference: bool = False) -> list[dict]:
+    """Measure the selected built variants (all by default); results of unchanged files are reused.
+
+    ``require_reference``: the reference distributions must be stored already (a release's build
+    job receives them as an artifact); a BenchError instead of computing them from the reference."""
     if chunks is not None and chunks < 2:
         raise BenchError("--chunks must be at least 2 (perplexity needs two chunks of benchmark.ctx tokens)")
     work = WorkDir(cfg.workdir).prepare()
@@ -205,6 +222,10 @@ def run_bench(cfg: Config, only: Iterable[str] | None = None, chunks: int | None
         plans.append((v, t, old, not quality_ok, want_speed and not speed_ok, speed_ok))
     # The reference is measured first: its pass writes the distributions the others are compared with.
     plans.sort(key=lambda p: not (p[3] and p[1].sha256 == ref.sha256))
+    if require_reference and any(p[3] for p in plans) and not session.reference_ready():
+        raise BenchError(f"the reference distributions of {ref.file} are not in {session.store.folder}: this job "
+                         "expects them from the imatrix job's bench-reference artifact; rerun that job (or run "
+                         "`hubbot bench --reference-only`) and download the artifact into that folder")
     if any(p[3] for p in plans) and not (plans[0][3] and plans[0][1].sha256 == ref.sha256):
         session.ensure_reference()
 

@@ -13,7 +13,7 @@ from typing import Any
 from hubbot import __version__
 from hubbot.card.auto import AutoSection, auto_section
 from hubbot.card.chart import Point
-from hubbot.card.inputs import BenchSettings, CardInput, Engine, ImatrixFile, VariantRow
+from hubbot.card.inputs import BenchSettings, CardInput, Engine, ImatrixFile, MissingVariant, VariantRow
 
 CHART_NAME = "ppl-vs-size.svg"
 HUB_URL = "https://huggingface.co/{}"
@@ -135,6 +135,8 @@ class CardContext:
     imatrix_file: ImatrixFile | None
     usage: Usage
     upstream: UpstreamSection | None
+    # Ladder variants not on the card (a release whose build job failed); empty when the ladder is complete.
+    missing_variants: list[MissingVariant]
 
     def as_dict(self) -> dict[str, Any]:
         """The template namespace (one level deep: the values stay typed)."""
@@ -279,4 +281,4 @@ def build_context(data: CardInput) -> CardContext:
         rows=rows, quality=quality, adaptive=adaptive, auto=auto_section(rows),
         chart=Chart(CHART_NAME) if chart_points(rows) else None,
         formats=formats_present(rows), picks=_picks(measured, ref), imatrix_file=data.imatrix,
-        usage=_usage(s.repo, rows), upstream=upstream_section)
+        usage=_usage(s.repo, rows), upstream=upstream_section, missing_variants=list(data.missing))

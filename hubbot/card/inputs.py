@@ -216,6 +216,16 @@ class BenchSettings:
     tg_tokens: int | None
 
 
+@dataclass(frozen=True)
+class MissingVariant:
+    """A ladder variant the card cannot list: not built, or its file is not among those published
+    (a failed build job of a release, or a publish of some variants only)."""
+
+    name: str
+    file: str
+    type: str
+
+
 @dataclass
 class CardInput:
     """Everything a card is rendered from."""
@@ -226,3 +236,4 @@ class CardInput:
     bench: BenchSettings | None
     upstream: UpstreamCard | None
     published: list[str] = field(default_factory=list)  # the file names the card may name
+    missing: list[MissingVariant] = field(default_factory=list)  # ladder variants without a row, ladder order

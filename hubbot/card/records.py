@@ -26,6 +26,7 @@ from hubbot.card.inputs import (
     ImatrixUse,
     LayerRule,
     Measurement,
+    MissingVariant,
     SourceFacts,
     TypeCount,
     VariantRow,
@@ -229,6 +230,9 @@ def gather(cfg: Config, *, files: Iterable[str] | None = None, upstream: Upstrea
     if upstream is None:
         upstream = load_upstream(cfg)
     chosen = None if wanted is None else set(wanted)
-    return CardInput(settings=CardSettings.from_config(cfg), rows=_rows(cfg, manifest, typed, chosen, work),
+    rows = _rows(cfg, manifest, typed, chosen, work)
+    on_card = {r.name for r in rows}
+    missing = [MissingVariant(v.name, cfg.file_name(v), v.type) for v in cfg.variants if v.name not in on_card]
+    return CardInput(settings=CardSettings.from_config(cfg), rows=rows,
                      imatrix=_imatrix_file(manifest, chosen), bench=_bench_settings(typed),
-                     upstream=upstream, published=list(manifest) if wanted is None else wanted)
+                     upstream=upstream, published=list(manifest) if wanted is None else wanted, missing=missing)

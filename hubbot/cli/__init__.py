@@ -12,7 +12,7 @@ import sys
 import click
 
 from hubbot import __version__
-from hubbot.cli import bench, build, card, ci, imatrix, inspect, plan, publish
+from hubbot.cli import bench, build, card, ci, imatrix, inspect, plan, publish, stage
 from hubbot.hub.token import install_redaction
 from hubbot.progress import set_quiet
 
@@ -35,5 +35,5 @@ def main(quiet: bool, verbose: bool) -> None:
 
 # The order of `hubbot --help`'s command list is click's (alphabetical); this is the pipeline's.
 for command in (plan.plan, build.build, inspect.inspect, imatrix.imatrix, bench.bench, card.card,
-                publish.publish, publish.serve_hub, ci.merge, ci.ci):
+                publish.publish, publish.serve_hub, stage.stage, ci.merge, ci.ci):
     main.add_command(command)

@@ -6,7 +6,17 @@ from pathlib import Path
 
 import click
 
-from hubbot.cli.options import config_option, echo_json, json_option, load, only_option, run_safely, threads_option
+from hubbot.cli.options import (
+    config_option,
+    echo_json,
+    gpu_layers_option,
+    json_option,
+    load,
+    only_option,
+    run_safely,
+    threads_option,
+    with_gpu_layers,
+)
 from hubbot.workdir import human_bytes
 
 
@@ -38,15 +48,33 @@ def render_table(results: list[dict]) -> str:
 @threads_option
 @click.option("--no-speed", is_flag=True, help="Skip the pp512/tg128 speed measurement.")
 @click.option("--force", is_flag=True, help="Measure again even when stored results are up to date.")
+@gpu_layers_option
+@click.option("--reference-only", is_flag=True,
+              help="Only compute and store the reference distributions KLD is measured against (a release's "
+                   "imatrix job; the folder is printed).")
+@click.option("--require-reference", is_flag=True,
+              help="Fail instead of computing the reference distributions when they are not stored (a release's "
+                   "build job, which receives them as an artifact).")
 @json_option
 @run_safely
 def bench(config_path: Path, only: tuple[str, ...], chunks: int | None, threads: int | None,
-          no_speed: bool, force: bool, as_json: bool) -> None:
+          no_speed: bool, force: bool, gpu_layers: int | None, reference_only: bool, require_reference: bool,
+          as_json: bool) -> None:
     """Measure built variants: perplexity, KL divergence against the reference, speed and size."""
-    from hubbot.bench.run import run_bench
+    from hubbot.bench.run import compute_reference, run_bench
 
-    results = run_bench(load(config_path), only=only or None, chunks=chunks, threads=threads, force=force,
-                        speed=False if no_speed else None)
+    cfg = with_gpu_layers(load(config_path), "benchmark", gpu_layers)
+    if reference_only:
+        if only or require_reference:
+            raise click.UsageError("--reference-only measures no variant: drop --only and --require-reference")
+        ref = compute_reference(cfg, chunks=chunks, threads=threads)
+        if as_json:
+            echo_json(ref)
+        else:
+            click.echo(f"reference distributions of {ref['file']}: {human_bytes(ref['size'])} in {ref['folder']}")
+        return
+    results = run_bench(cfg, only=only or None, chunks=chunks, threads=threads, force=force,
+                        speed=False if no_speed else None, require_reference=require_reference)
     if as_json:
         echo_json(results)
     else:

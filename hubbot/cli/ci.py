@@ -47,10 +47,10 @@ def ci() -> None:
 @config_option
 @only_option
 @click.option("--github-output", "github_output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also append matrix=, imatrix=, target=, workdir=, source_key= lines to this file ($GITHUB_OUTPUT).")
+              help="Also append matrix=, imatrix=, target=, workdir=, reference=, source_key= lines to this file ($GITHUB_OUTPUT).")
 @run_safely
 def ci_matrix(config_path: Path, only: tuple[str, ...], github_output: Path | None) -> None:
-    """Print the job list as JSON: per variant its file, imatrix use and the bench reference to build too.
+    """Print the job list as JSON: per variant its file and imatrix use; the bench reference once.
 
     Reads the config only (no download); `hubbot plan --json` checks the same list against the source.
     """
@@ -67,6 +67,7 @@ def ci_matrix(config_path: Path, only: tuple[str, ...], github_output: Path | No
             fh.write(f"imatrix={'true' if data['imatrix'] else 'false'}\n")
             fh.write(f"target={data['target']}\n")
             fh.write(f"workdir={data['workdir']}\n")
+            fh.write(f"reference={data['reference'] or ''}\n")
             fh.write(f"source_key={data['source_key']}\n")
     echo_json(data)
 

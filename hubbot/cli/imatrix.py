@@ -6,7 +6,16 @@ from pathlib import Path
 
 import click
 
-from hubbot.cli.options import config_option, echo_json, json_option, load, run_safely, threads_option
+from hubbot.cli.options import (
+    config_option,
+    echo_json,
+    gpu_layers_option,
+    json_option,
+    load,
+    run_safely,
+    threads_option,
+    with_gpu_layers,
+)
 from hubbot.workdir import check_output_path, human_bytes
 
 
@@ -16,12 +25,13 @@ from hubbot.workdir import check_output_path, human_bytes
 @click.option("--ctx", type=click.IntRange(min=32), default=None, help="Tokens per chunk (default: imatrix.ctx).")
 @threads_option
 @click.option("--force", is_flag=True, help="Recompute even when a cached matrix matches.")
+@gpu_layers_option
 @json_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the matrix here (GGUF; legacy format when the name ends in .dat).")
 @run_safely
 def imatrix(config_path: Path, chunks: int | None, ctx: int | None, threads: int | None, force: bool,
-            as_json: bool, output: Path | None) -> None:
+            gpu_layers: int | None, as_json: bool, output: Path | None) -> None:
     """Compute the importance matrix from imatrix.calibration (cached by content) or check imatrix.file."""
     from hubbot.build.run import default_threads, prepare
     from hubbot.errors import ConfigError
@@ -30,7 +40,7 @@ def imatrix(config_path: Path, chunks: int | None, ctx: int | None, threads: int
 
     if output is not None:
         check_output_path(output, "-o/--output")  # before minutes of computing, not after
-    cfg = load(config_path)
+    cfg = with_gpu_layers(load(config_path), "imatrix", gpu_layers)
     if not cfg.has_imatrix_source:
         raise ConfigError(f"{cfg.path}: no imatrix section; add imatrix.calibration (a text file) or imatrix.file")
     work, source, _ = prepare(cfg, None)

@@ -61,6 +61,23 @@ def threads_option(fn):
     return click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all cores).")(fn)
 
 
+def gpu_layers_option(fn):
+    return click.option(
+        "--gpu-layers", type=click.IntRange(min=-1), default=None, metavar="N",
+        help="Layers to offload to the GPU (-1: all; default: the config's gpu_layers, normally 0). "
+             "Needs a GPU build of llama-cpp-python; a no-op on a CPU build.")(fn)
+
+
+def with_gpu_layers(cfg: Config, section: str, gpu_layers: int | None) -> Config:
+    """``cfg`` with ``<section>.gpu_layers`` replaced when --gpu-layers was given."""
+    if gpu_layers is None:
+        return cfg
+    part = getattr(cfg, section).model_copy(update={"gpu_layers": gpu_layers})
+    out = cfg.model_copy(update={section: part})
+    out._path = cfg.path
+    return out
+
+
 def json_option(fn):
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")(fn)
 

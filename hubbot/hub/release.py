@@ -4,8 +4,8 @@ A release can run as one ``hubbot publish`` or spread over a GitHub Actions job 
 variant per job. The pieces that make the spread version equal to the single-machine one:
 
 - ``job_matrix(cfg, only)``: the units of work, read from the config alone (no source is
-  fetched): per variant its file, whether the run needs the shared importance matrix, and the
-  benchmark reference a job must build next to its variant so KLD can be measured;
+  fetched): per variant its file and whether the run needs the shared importance matrix; the
+  benchmark reference is named once (a release stages it, so no build job builds it again);
 - ``export_results(cfg, only, dest)``: what one job hands to the card job — its variants'
   manifest entries (plus the imatrix entry), and their bench results — as a folder that
   ``actions/upload-artifact`` can carry. The GGUF files themselves go to the Hub from the job;
@@ -68,9 +68,9 @@ def job_matrix(cfg: Config, only: Iterable[str] | None = None) -> dict[str, Any]
     """The release's job list, from the config alone (cheap: nothing is fetched or built).
 
     Returns ``{"target", "config", "workdir", "source_key", "imatrix": bool, "reference": name|None,
-    "variants": [names], "matrix": {"include": [{"variant", "file", "imatrix", "extra"}]}}`` where
-    ``extra`` is the reference variant a job builds as well (``""`` when none is needed) and
-    ``imatrix`` says whether that job's build uses the shared importance matrix.
+    "variants": [names], "matrix": {"include": [{"variant", "file", "imatrix"}]}}`` where
+    ``imatrix`` says whether that job's build uses the shared importance matrix and ``reference``
+    is the variant the benchmark compares with (None: the source itself).
     """
     names = [n for n in (only or []) if n]
     variants = [cfg.variant(n) for n in names] if names else list(cfg.variants)
@@ -78,8 +78,7 @@ def job_matrix(cfg: Config, only: Iterable[str] | None = None) -> dict[str, Any]
     include = []
     for v in variants:
         uses = v.needs_imatrix or (v.uses_imatrix and cfg.has_imatrix_source)
-        include.append({"variant": v.name, "file": cfg.file_name(v), "imatrix": bool(uses),
-                        "extra": ref if ref and ref != v.name else ""})
+        include.append({"variant": v.name, "file": cfg.file_name(v), "imatrix": bool(uses)})
     # What the source cache holds depends only on the source section (not on the ladder).
     source_key = sha256_text(canonical_json(cfg.source.model_dump(mode="json")))[:16]
     return {

@@ -20,6 +20,7 @@ import numpy as np
 from hubbot.config import Config, SourceConfig
 from hubbot.errors import SourceError
 from hubbot.gguf_io.info import GGUFInfo, open_reader, read_info_cached
+from hubbot.source.staged import staged_source
 from hubbot.workdir import atomic_path, check_free_space, sha256_file, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,11 @@ def resolve_source(cfg: Config, cache: Path, *, fetch: bool = True) -> ResolvedS
     cache.mkdir(parents=True, exist_ok=True)
     hashes = HashCache(cache / "hashes.json")
     repo = revision = None
+    staged = staged_source(cfg, cache)
+    if staged is not None:
+        # A release job: the convert job's float file stands in for the source (see staged.py).
+        return ResolvedSource(path=staged.path, sha256=staged.sha256, kind="staged", origin=staged.origin,
+                              repo=staged.repo, revision=staged.revision, info=read_info_cached(staged.path, cache))
     if src.path and cfg.resolve_path(src.path).is_dir():
         from hubbot.source.convert import convert_local
 
