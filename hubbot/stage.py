@@ -115,23 +115,43 @@ def read_staged(path: Path, job: str) -> dict[str, Any]:
 
 def stage_fetch(cfg: Config, staged_path: Path, job: str) -> dict[str, Any]:
     """Download, verify and register the staged files; returns what was registered."""
-    from huggingface_hub import hf_hub_download
-
-    from hubbot.hub.token import hub_token
-
     staged = read_staged(staged_path, job)
     repo, revision = staged["repo"], staged["revision"]
     if repo != cfg.target.repo or staged.get("source_key") != source_key(cfg):
         raise StageError(f"job {job}: {staged_path} was staged for {repo} from another source section than "
                          f"{cfg.path.name}'s; run every job of a release from the same config")
-    if len(staged["files"]) > 1:
-        raise StageError(f"job {job}: the staged file is sharded ({len(staged['files'])} shards); fetching shards "
-                         "is not supported yet: raise target.max_shard_size above the float file's size to stage it whole")
     work = WorkDir(cfg.workdir).prepare()
     entry = staged.get("entry")
     dest = work.out if entry else work.cache / "staged"
     api = make_api(cfg)
-    f = staged["files"][0]
+    # A float file over target.max_shard_size is staged as its shards (the 27B BF16 is two): each is
+    # fetched and checked on its own; llama.cpp and hubbot open a split model from its first shard.
+    paths = [_fetch_one(api, repo, revision, f, dest, job) for f in staged["files"]]
+    path, got = paths[0]
+    st = path.stat()
+    if entry:
+        # The float variant counts as built here: the same entry the convert job recorded, this copy's
+        # stamp (a sharded one keeps the whole file's size: its shards are what this machine holds).
+        stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns} if len(paths) == 1 else {}
+        work.manifest.put(cfg.file_name(cfg.variant(staged["variant"])), {**entry, **stamp})
+    src = staged["source"]
+    record = StagedSource(path=path.resolve(), size=st.st_size, sha256=src["sha256"], origin=src["origin"],
+                          repo=src.get("repo"), revision=src.get("revision"), key=staged["source_key"])
+    record_staged(work.cache, record)
+    if len(paths) == 1:  # its sha256 is known: the hash cache spares the next stage hashing 54 GB again
+        _remember_hash(work.cache, path, got)
+    names = ", ".join(f["name"] for f in staged["files"])
+    log.info("job %s: staged %s fetched from %s@%s and verified", job, names, repo, revision[:12])
+    return {"job": job, "repo": repo, "revision": revision, "file": str(path), "sha256": got,
+            "files": [str(p) for p, _ in paths], "variant": staged.get("variant"), "source_sha256": src["sha256"]}
+
+
+def _fetch_one(api, repo: str, revision: str, f: dict[str, Any], dest: Path, job: str) -> tuple[Path, str]:
+    """Download one staged file at the pinned commit (resuming a partial one) and check its sha256."""
+    from huggingface_hub import hf_hub_download
+
+    from hubbot.hub.token import hub_token
+
     try:
         with hub_errors(repo, f"download the staged {f['name']}", api.endpoint, revision, filename=f["name"]):
             # local_dir keeps a partial download under dest/.cache and resumes it on a rerun.
@@ -145,19 +165,7 @@ def stage_fetch(cfg: Config, staged_path: Path, job: str) -> dict[str, Any]:
         path.unlink(missing_ok=True)  # a rerun downloads it again; nothing on the Hub is touched
         raise StageError(f"job {job}: {f['name']} from {repo}@{revision[:12]} has sha256 {got}, staged.json "
                          f"says {f['sha256']}: rerun the convert job to stage the source again")
-    st = path.stat()
-    if entry:
-        # The float variant counts as built here: the same entry the convert job recorded, this copy's stamp.
-        work.manifest.put(f["name"], {**entry, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
-    src = staged["source"]
-    record = StagedSource(path=path.resolve(), size=st.st_size, sha256=src["sha256"], origin=src["origin"],
-                          repo=src.get("repo"), revision=src.get("revision"), key=staged["source_key"])
-    record_staged(work.cache, record)
-    # Its sha256 is known: the hash cache spares the next stage hashing 54 GB again.
-    _remember_hash(work.cache, path, got)
-    log.info("job %s: staged %s fetched from %s@%s and verified", job, f["name"], repo, revision[:12])
-    return {"job": job, "repo": repo, "revision": revision, "file": str(path), "sha256": got,
-            "variant": staged.get("variant"), "source_sha256": src["sha256"]}
+    return path, got
 
 
 def _remember_hash(cache: Path, path: Path, sha: str) -> None:

@@ -118,3 +118,31 @@ def test_a_ladder_without_its_float_variant_stages_on_a_branch(local_hub, tmp_pa
     a = WorkDir(load_config(job).workdir).manifest.get("tiny-q8_0.gguf")
     b = WorkDir(load_config(single).workdir).manifest.get("tiny-q8_0.gguf")
     assert a["input_key"] == b["input_key"] and a["sha256"] == b["sha256"]
+
+
+def test_a_sharded_float_file_is_staged_and_fetched_shard_by_shard(local_hub, tmp_path, tiny_gguf):
+    # The 27B BF16 is over the Hub's per-file limit, so its staged copy is shards: every later job
+    # fetches each, checks each sha256 and builds from the first, as from the whole file.
+    text = ladder(tiny_gguf, repo=f"{USER}/tiny-staged-shards-GGUF").replace(
+        "  gated: false\n", "  gated: false\n  max_shard_size: 1MB\n")
+    out = tmp_path / "staged.json"
+    assert run("stage", "push", "-c", str(write_config(tmp_path / "convert", text)), "-o", str(out)).exit_code == 0
+    data = json.loads(out.read_text())
+    assert len(data["files"]) > 1 and all("-of-" in f["name"] for f in data["files"])
+    job = write_config(tmp_path / "build-q8_0", text)
+    result = run("stage", "fetch", "-c", str(job), "--staged", str(out), "--job", "build:q8_0")
+    assert result.exit_code == 0, result.output
+    work = WorkDir(load_config(job).workdir)
+    assert all((work.out / f["name"]).is_file() for f in data["files"])
+    assert not (work.out / "tiny-f16.gguf").exists() and work.manifest.get("tiny-f16.gguf")
+    assert run("build", "-c", str(job), "--only", "q8_0").exit_code == 0
+    single = write_config(tmp_path / "single", text)
+    assert run("build", "-c", str(single), "--only", "q8_0").exit_code == 0
+    one = WorkDir(load_config(single).workdir)
+    a, b = work.manifest.get("tiny-q8_0.gguf"), one.manifest.get("tiny-q8_0.gguf")
+    assert a["input_key"] == b["input_key"] and a["sha256"] == b["sha256"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**data, "files": [data["files"][0], {**data["files"][1], "sha256": "0" * 64}]}))
+    again = CliRunner().invoke(main, ["stage", "fetch", "-c", str(write_config(tmp_path / "other", text)),
+                                      "--staged", str(bad), "--job", "imatrix"])
+    assert again.exit_code == 1 and data["files"][1]["name"] in again.output and "0" * 64 in again.output
