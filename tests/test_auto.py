@@ -294,6 +294,24 @@ def test_tiny_auto_files_match_their_plan_and_budget(tiny_auto):
     assert small["auto"]["predicted_kld"] > next(v for v in plan["variants"] if v["name"] == "auto-q4")["auto"]["predicted_kld"]
 
 
+def test_a_build_job_plans_from_the_imatrix_job_s_artifacts_without_measuring(tiny_auto, tmp_path):
+    # The release measures the sensitivity once (imatrix job: `plan --measure`) and hands
+    # cache/imatrix and cache/budget/*.json to each build job, as release.yml's artifacts do.
+    import shutil
+
+    folder, model, cfg, plan, _ = tiny_auto
+    job = load_config(_tiny_project(tmp_path, model, TINY_VARIANTS))
+    for sub, pattern in (("imatrix", "*"), ("budget", "*.json")):
+        dest = job.workdir / "cache" / sub
+        dest.mkdir(parents=True)
+        for f in (cfg.workdir / "cache" / sub).glob(pattern):
+            shutil.copy2(f, dest / f.name)
+    again = plan_project(job)  # measure=False: nothing is computed, only read
+    want = {v["name"]: v["auto"] for v in plan["variants"] if v["auto"]}
+    got = {v["name"]: v["auto"] for v in again["variants"] if v["name"] in want}
+    assert got == want and all(a["predicted_kld"] is not None for a in got.values())
+
+
 def test_a_budget_change_rebuilds_only_that_variant(tiny_auto):
     folder, model, cfg, plan, _ = tiny_auto
     cache = cfg.workdir / "cache" / "budget"

@@ -47,7 +47,7 @@ def ci() -> None:
 @config_option
 @only_option
 @click.option("--github-output", "github_output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also append matrix=, imatrix=, target=, workdir=, reference=, source_key= lines to this file ($GITHUB_OUTPUT).")
+              help="Also append matrix=, imatrix=, auto=, target=, workdir=, reference=, source_key= lines to this file ($GITHUB_OUTPUT).")
 @run_safely
 def ci_matrix(config_path: Path, only: tuple[str, ...], github_output: Path | None) -> None:
     """Print the job list as JSON: per variant its file and imatrix use; the bench reference once.
@@ -65,6 +65,7 @@ def ci_matrix(config_path: Path, only: tuple[str, ...], github_output: Path | No
         with open(github_output, "a", encoding="utf-8") as fh:
             fh.write(f"matrix={json.dumps(data['matrix'], separators=(',', ':'))}\n")
             fh.write(f"imatrix={'true' if data['imatrix'] else 'false'}\n")
+            fh.write(f"auto={'true' if data['auto'] else 'false'}\n")
             fh.write(f"target={data['target']}\n")
             fh.write(f"workdir={data['workdir']}\n")
             fh.write(f"reference={data['reference'] or ''}\n")

@@ -67,10 +67,11 @@ def _relative(path: Path) -> str:
 def job_matrix(cfg: Config, only: Iterable[str] | None = None) -> dict[str, Any]:
     """The release's job list, from the config alone (cheap: nothing is fetched or built).
 
-    Returns ``{"target", "config", "workdir", "source_key", "imatrix": bool, "reference": name|None,
-    "variants": [names], "matrix": {"include": [{"variant", "file", "imatrix"}]}}`` where
-    ``imatrix`` says whether that job's build uses the shared importance matrix and ``reference``
-    is the variant the benchmark compares with (None: the source itself).
+    Returns ``{"target", "config", "workdir", "source_key", "imatrix": bool, "auto": bool,
+    "reference": name|None, "variants": [names], "matrix": {"include": [{"variant", "file", "imatrix",
+    "auto"}]}}`` where ``imatrix`` says whether that job's build uses the shared importance matrix,
+    ``auto`` whether it is a ``recipe: auto`` file (it needs the sensitivity the imatrix job
+    measures once) and ``reference`` is the variant the benchmark compares with (None: the source).
     """
     names = [n for n in (only or []) if n]
     variants = [cfg.variant(n) for n in names] if names else list(cfg.variants)
@@ -78,13 +79,13 @@ def job_matrix(cfg: Config, only: Iterable[str] | None = None) -> dict[str, Any]
     include = []
     for v in variants:
         uses = v.needs_imatrix or (v.uses_imatrix and cfg.has_imatrix_source)
-        include.append({"variant": v.name, "file": cfg.file_name(v), "imatrix": bool(uses)})
+        include.append({"variant": v.name, "file": cfg.file_name(v), "imatrix": bool(uses), "auto": v.is_auto})
     # What the source cache holds depends only on the source section (not on the ladder).
     source_key = sha256_text(canonical_json(cfg.source.model_dump(mode="json")))[:16]
     return {
         "target": cfg.target.repo, "config": _relative(cfg.path), "workdir": _relative(cfg.workdir),
         "source_key": source_key,
-        "imatrix": any(e["imatrix"] for e in include), "reference": ref,
+        "imatrix": any(e["imatrix"] for e in include), "auto": any(e["auto"] for e in include), "reference": ref,
         "variants": [v.name for v in variants], "matrix": {"include": include},
     }
 
