@@ -50,9 +50,9 @@ def standin_hashes(standin) -> Path:
     return cache.path
 
 
-def root_ladder_config(folder: Path, standin: Path, hashes: Path) -> Path:
+def root_ladder_config(folder: Path, standin: Path, hashes: Path, extra_variants: str = "") -> Path:
     """The root variants.yaml with the stand-in as its source (text paths made absolute)."""
-    text = (REPO_ROOT / "variants.yaml").read_text()
+    text = (REPO_ROOT / "variants.yaml").read_text() + extra_variants  # the ladder is the file's last section
     text = re.sub(r"(?m)^  repo: google/medgemma-27b-text-it.*$", f"  path: {standin}\n  base_model: google/medgemma-27b-text-it", text)
     text = re.sub(r"(?m)^  revision: main.*\n", "", text)
     text = text.replace("path: examples/data", f"path: {REPO_ROOT}/examples/data")
@@ -137,7 +137,9 @@ print(re.search(r"quant size\s*=\s*([\d.]+) MiB", "".join(lines)).group(1))
 
 @pytest.mark.slow
 def test_plan_on_the_standin_matches_llama_cpps_dry_run(tmp_path, standin, standin_hashes):
-    cfg = root_ladder_config(tmp_path / "p", standin, standin_hashes)
+    # The root ladder's 1-2 bit files are recipe: auto; one layer recipe beside them shows its table.
+    cfg = root_ladder_config(tmp_path / "p", standin, standin_hashes,
+                             extra_variants="  - name: dynamic-iq2_xxs\n    recipe: dynamic-iq2_xxs\n")
     start = time.perf_counter()
     result = CliRunner().invoke(main, ["plan", "--json", "-c", str(cfg)])
     seconds = time.perf_counter() - start
@@ -145,14 +147,17 @@ def test_plan_on_the_standin_matches_llama_cpps_dry_run(tmp_path, standin, stand
     data = json.loads(result.output)
     assert seconds < 600  # a few seconds per variant even on a loaded 2-core machine
     header = standin.stat().st_size - read_info(standin).tensor_bytes
-    assert len(data["variants"]) == 16
+    assert len(data["variants"]) == 17
     for v in data["variants"]:
+        auto = v["budget"] is not None  # recipe: auto before its sensitivity exists: sized by its budget
         recipe = {"file_type": v["type"], "output_type": v["output"], "embeddings_type": v["embeddings"],
-                  "imatrix": v["needs_imatrix"], "overrides": _overrides(cfg, v["name"], standin)}
+                  "imatrix": v["needs_imatrix"], "overrides": [] if auto else _overrides(cfg, v["name"], standin)}
         direct = subprocess.run([sys.executable, "-c", _DIRECT, str(standin), json.dumps(recipe)],
                                 capture_output=True, text=True, check=True).stdout.strip()
-        # llama.cpp prints MiB with two decimals: agree to that precision.
-        assert abs((v["size"] - header) / 2**20 - float(direct)) <= 0.006, v["name"]
+        # llama.cpp prints MiB with two decimals: agree to that precision. A `like:` budget is the
+        # standard mix's size with the header hubbot writes (its metadata adds under 1 KB).
+        size = v["budget"] if auto else v["size"]
+        assert abs((size - header) / 2**20 - float(direct)) <= 0.006, v["name"]
     text = CliRunner().invoke(main, ["plan", "-c", str(cfg)]).output
     for v in data["variants"]:
         assert v["file"] in text

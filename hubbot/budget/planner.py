@@ -114,6 +114,17 @@ class AutoPlanner:
             self._header = int(open_reader(self.source.path).data_offset)
         return self._header
 
+    def budget(self, index: int, v: VariantConfig, metadata: list[tuple[str, object]] = ()) -> int:
+        """The file size variant ``v`` may take, checked against what this model allows (ConfigError)."""
+        assert v.budget is not None
+        inv, header = self.inventory(), self.header() + added_kv_bytes(list(metadata))
+        n_params = self.source.info.n_params
+        like_bytes = self.standard(v.budget.like)[1] + header if v.budget.like else None
+        wanted = v.budget.bytes_for(n_params, like_bytes)
+        where = config_lines(self.cfg).where(("variants", index, "budget"))
+        check_budget(where, v.name, v.budget, wanted, inv.smallest_bytes() + header, inv.largest_bytes() + header, n_params)
+        return wanted
+
     def choose(self, index: int, v: VariantConfig, metadata: list[tuple[str, object]] = ()) -> AutoChoice | None:
         """The allocation for variant ``v`` (the ``index``-th), or None when its sensitivity is not measured yet.
 
@@ -121,14 +132,9 @@ class AutoPlanner:
         those; a `like:` budget is the standard mix's file with that same header, so the auto file
         is never larger than the standard one, whatever hubbot writes into both.
         """
-        assert v.budget is not None
         inv, header = self.inventory(), self.header() + added_kv_bytes(list(metadata))
-        n_params = self.source.info.n_params
         std_types, std_bytes = self.standard(v.type)
-        like_bytes = self.standard(v.budget.like)[1] + header if v.budget.like else None
-        wanted = v.budget.bytes_for(n_params, like_bytes)
-        where = config_lines(self.cfg).where(("variants", index, "budget"))
-        check_budget(where, v.name, v.budget, wanted, inv.smallest_bytes() + header, inv.largest_bytes() + header, n_params)
+        wanted = self.budget(index, v, metadata)
         sens = self.sensitivity()
         if sens is None:
             return None

@@ -9,6 +9,7 @@ the default ``"artifact"`` is the flow: the reference distributions are computed
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,10 +19,13 @@ from hubbot.build.resources import (
     BenchShape,
     Item,
     ModelShape,
+    SensitivityShape,
     VariantFacts,
     inference_memory,
+    quantizable,
     quantize_memory,
     reference_bytes,
+    type_nbytes,
 )
 
 # The card job's files: per variant a manifest entry and a bench result (a 4 KB block each), plus
@@ -203,11 +207,38 @@ def imatrix_job(shape: ModelShape, staged_bytes: int, staged: VariantFacts | Non
         job.inference_cpu_seconds += work / tp.THROUGHPUT["imatrix"].value
     disk.append(Item("reference distributions (sparse)", reference_bytes(shape, bench)))
     steps["reference distributions"] = _bench_memory(shape, bench, staged_bytes)
+    if bench.sensitivity is not None:
+        steps["sensitivity probes"] = _sensitivity(shape, bench, bench.sensitivity, job, staged_bytes)
     _bench(shape, bench, job, staged_bytes, staged.type if staged else "BF16")
     if reference == "rebuilt" and staged is not None:
         _rebuild_reference(shape, staged, job)
     job.memory_step, job.memory = _peak(steps)
     return job
+
+
+def _sensitivity(shape: ModelShape, bench: BenchShape, s: SensitivityShape, job: JobEstimate,
+                 staged_bytes: int) -> list[Item]:
+    """recipe: auto's measurement (hubbot.budget): an error table of every quantizable tensor in
+    every candidate type, then one probe per role and block band, each a whole-model build (at the
+    probe base type) measured on the calibration text; one probe file exists at a time."""
+    converted = quantizable(shape.tensors)
+    job.cpu_seconds += len(converted) * s.sample * s.n_types / tp.quantize_rate("Q4_K")
+    base = {t.name: s.base_type for t in converted} if s.base_type else {}
+    cpu, io = quantize_seconds(shape, base)
+    probe_bytes = (sum(type_nbytes(t.n_elements, s.base_type) for t in converted)
+                   + sum(t.n_bytes for t in shape.tensors if t not in converted)) if s.base_type else staged_bytes
+    from hubbot.budget.calibrate import bands
+
+    roles = {re.sub(r"^blk\.\d+\.", "", t.name) for t in converted}
+    n = len(roles) + len(bands(shape.n_layer, s.max_bands)) + (1 if s.base_type else 0)  # + a quantized base alone
+    job.cpu_seconds += n * cpu
+    job.serial_seconds += n * io
+    work = (n + 1) * s.probe_tokens * shape.matmul_params  # the probes and the source's own pass
+    job.inference_param_tokens += work
+    job.inference_cpu_seconds += work / tp.inference_rate(s.base_type or "BF16")
+    job.disk.append(Item("one probe build at a time (cache/budget)", probe_bytes))
+    job.notes.append(f"recipe: auto sensitivity: {n} probe builds of {probe_bytes / 1e9:.1f} GB each")
+    return inference_memory(shape, probe_bytes, ctx=bench.imatrix_ctx, n_seq=1, n_outputs=bench.imatrix_ctx)
 
 
 def _rebuild_reference(shape: ModelShape, staged: VariantFacts, job: JobEstimate) -> None:

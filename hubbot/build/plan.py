@@ -61,7 +61,7 @@ def _facts(cfg: Config, p: VariantPlan, shape: ModelShape) -> VariantFacts:
     v = p.variant
     uses = v.needs_imatrix or (v.uses_imatrix and cfg.has_imatrix_source)
     types = {t.name: t.type for t in p.report.tensors} if p.report else {}
-    return variant_facts(cfg, v.name, p.file_name, v.type, p.tensor_bytes, uses, types, shape)
+    return variant_facts(cfg, v.name, p.file_name, v.type, p.tensor_bytes or p.budget_bytes or 0, uses, types, shape)
 
 
 def _block_rows(blocks: dict[str, dict[int, str]]) -> list[str]:
@@ -97,7 +97,7 @@ def render_plan(data: dict[str, Any]) -> str:
              f"target: {data['target']}", ""]
     for v in data["variants"]:
         status = "up to date" if v["up_to_date"] else "to build"
-        size = human_bytes(v["size"]) if v["size"] else "?"
+        size = human_bytes(v["size"]) if v["size"] else f"<={human_bytes(v['budget'])}" if v.get("budget") else "?"
         lines.append(f"{v['name']:<16} {v['file']:<44} {v['type']:<8} {size:>10}  {v['bpw']:5.2f} bpw  {status}")
         if v["tensor_types"]:
             extra = f"; {v['fallbacks']} shape fallbacks" if v["fallbacks"] else ""

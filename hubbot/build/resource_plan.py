@@ -17,7 +17,7 @@ from typing import Any
 
 from hubbot.build import throughput as tp
 from hubbot.build.jobs import JobEstimate, SourceFacts, release_jobs
-from hubbot.build.resources import SOFTMAX_ITEM, BenchShape, ModelShape, VariantFacts, shard_layout
+from hubbot.build.resources import SOFTMAX_ITEM, BenchShape, ModelShape, SensitivityShape, VariantFacts, shard_layout
 from hubbot.build.runners import RUNNER_CLASSES, check_machine, runner_advice, smallest_fit
 from hubbot.config import Config, TextFile, VariantConfig
 from hubbot.config.recipes import FLOAT_TYPES
@@ -51,7 +51,19 @@ def bench_shape(cfg: Config, threads: int) -> BenchShape:
     b, im = cfg.benchmark, cfg.imatrix
     return BenchShape(imatrix_ctx=im.ctx, imatrix_chunks=_chunks(cfg, im.calibration, im.ctx, im.chunks, 1),
                       ctx=b.ctx, chunks=_chunks(cfg, b.text, b.ctx, b.chunks, 2), batch_chunks=b.batch_chunks,
-                      speed=b.speed, repetitions=b.repetitions, threads=b.threads or threads)
+                      speed=b.speed, repetitions=b.repetitions, threads=b.threads or threads,
+                      sensitivity=_sensitivity_shape(cfg))
+
+
+def _sensitivity_shape(cfg: Config) -> SensitivityShape | None:
+    """recipe: auto's measurement settings, when the ladder has an auto file."""
+    if not any(v.is_auto for v in cfg.variants):
+        return None
+    from hubbot.budget.inventory import CANDIDATES
+
+    s = cfg.sensitivity
+    return SensitivityShape(sample=s.sample, n_types=len(s.types or CANDIDATES),
+                            probe_tokens=s.probe_chunks * cfg.imatrix.ctx, max_bands=s.bands, base_type=s.probe_base)
 
 
 def source_facts(cfg: Config, kind: str, origin: str, resolution: dict | None, cache: Path) -> SourceFacts:

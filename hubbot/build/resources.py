@@ -39,6 +39,11 @@ def type_nbytes(n_elements: int, type_name: str) -> int:
     return n_elements // block * size
 
 
+def quantizable(shape_tensors) -> list[TensorInfo]:
+    """The tensors a quantizer converts (an estimate: float weights that are not norms)."""
+    return [t for t in shape_tensors if t.type != "F32" and not _NORM.search(t.name)]
+
+
 @dataclass
 class Item:
     """One thing on disk or in memory: what it is, its size, and where it lives (disk items)."""
@@ -133,6 +138,17 @@ class VariantFacts:
     shards: list[dict] = field(default_factory=list)  # [{"file", "bytes", "tensors"}] when split
 
 
+@dataclass(frozen=True)
+class SensitivityShape:
+    """What measuring recipe: auto's sensitivity costs: the error table and the probe builds."""
+
+    sample: int  # values per tensor in the error table
+    n_types: int  # candidate types
+    probe_tokens: int  # calibration tokens each probe is measured on
+    max_bands: int  # probes: one per tensor role and one per block band (hubbot.budget.calibrate.design)
+    base_type: str | None  # what a probe leaves its other tensors as (None: the source's type)
+
+
 @dataclass
 class BenchShape:
     """How much text the imatrix and the benchmark evaluate (chunks already capped by the texts)."""
@@ -145,6 +161,9 @@ class BenchShape:
     speed: bool
     repetitions: int
     threads: int
+
+    # recipe: auto in the ladder: the sensitivity the imatrix job measures once (None: no auto file)
+    sensitivity: SensitivityShape | None = None
 
     @property
     def scored_rows(self) -> int:

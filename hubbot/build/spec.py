@@ -43,10 +43,11 @@ class VariantPlan:
     standard_bytes: int | None = None
     notes: list[str] = field(default_factory=list)
     auto: AutoChoice | None = None  # recipe: auto: the budget and the allocation
+    budget_bytes: int | None = None  # recipe: auto before its sensitivity is measured: the size it may take
 
     @property
     def bits_per_weight(self) -> float:
-        return 8.0 * self.tensor_bytes / max(1, self.n_params)
+        return 8.0 * (self.tensor_bytes or self.budget_bytes or 0) / max(1, self.n_params)
 
     def block_table(self) -> dict[str, dict[int, str]]:
         """role -> block -> tensor type, from the dry run."""
@@ -71,7 +72,7 @@ class VariantPlan:
             "tensor_types": self.report.type_counts if self.report else None,
             "fallbacks": len(self.report.fallbacks) if self.report else None,
             "size": self.tensor_bytes, "bpw": round(self.bits_per_weight, 4),
-            "standard_size": self.standard_bytes,
+            "standard_size": self.standard_bytes, "budget": self.budget_bytes,
             "up_to_date": self.up_to_date, "input_key": self.input_key,
             "description": v.description,
             "auto": self.auto.to_json() if self.auto else None, "notes": self.notes,
@@ -203,6 +204,10 @@ def plan_variant(cfg: Config, v: VariantConfig, source: ResolvedSource, work: Wo
     if v.is_auto and auto is None:
         p.notes.append("the sensitivity is not measured yet: `hubbot build` (or `hubbot plan --measure`) measures it")
         p.up_to_date = False
+        assert planner is not None
+        # The types are not chosen yet, but the size is bounded: the job sizing counts the budget.
+        p.budget_bytes = planner.budget(cfg.variants.index(v), v, metadata)
+        p.n_params = source.info.n_params if source.info else 0
         return p
     p.up_to_date = is_up_to_date(work, p.file_name, key)
     assert source.info is not None
