@@ -243,7 +243,7 @@ def check_job(cfg: Config, job: str, only: list[str], rows: list[dict] | None, t
     return {**result, "need_disk": estimate.peak_disk, "need_memory": estimate.peak_memory}
 
 
-def _hours(seconds: float | None) -> str:
+def format_hours(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     if seconds < 60:
@@ -258,9 +258,9 @@ def render_resources(res: dict[str, Any]) -> list[str]:
              f"  {'job':<22} {'disk':>10} {'memory':>10}  {'CPU h':>6} " + " ".join(f"{c:>7}" for c in ("16c", "32c", "64c"))
              + f" {'1 GPU':>7}  runner"]
     for j in res["jobs"]:
-        walls = " ".join(f"{_hours(j['wall_seconds'][f'{c}c']):>7}" for c in WALL_CORES)
+        walls = " ".join(f"{format_hours(j['wall_seconds'][f'{c}c']):>7}" for c in WALL_CORES)
         lines.append(f"  {j['name']:<22} {human_bytes(j['disk']):>10} {human_bytes(j['memory']):>10}  "
-                     f"{j['cpu_seconds'] / 3600:6.2f} {walls} {_hours(j['gpu_wall_seconds']):>7}  {j['runner']}")
+                     f"{j['cpu_seconds'] / 3600:6.2f} {walls} {format_hours(j['gpu_wall_seconds']):>7}  {j['runner']}")
     art = res["artifacts"]
     lines.append(f"  artifacts: importance matrix {human_bytes(art['imatrix_file'])} (held twice: cache and out/), "
                  f"reference distributions {human_bytes(art['reference'])}; text: {res['text']['imatrix_chunks']} "

@@ -44,6 +44,7 @@ class VariantPlan:
     notes: list[str] = field(default_factory=list)
     auto: AutoChoice | None = None  # recipe: auto: the budget and the allocation
     budget_bytes: int | None = None  # recipe: auto before its sensitivity is measured: the size it may take
+    estimate_types: dict[str, str] = field(default_factory=dict)  # ... and the types it is priced at
 
     @property
     def bits_per_weight(self) -> float:
@@ -208,6 +209,8 @@ def plan_variant(cfg: Config, v: VariantConfig, source: ResolvedSource, work: Wo
         # The types are not chosen yet, but the size is bounded: the job sizing counts the budget.
         p.budget_bytes = planner.budget(cfg.variants.index(v), v, metadata)
         p.n_params = source.info.n_params if source.info else 0
+        if dry_run:  # the job sizing prices its quantizing at the standard mix's types meanwhile
+            p.estimate_types = dict(planner.standard(v.type)[0])
         return p
     p.up_to_date = is_up_to_date(work, p.file_name, key)
     assert source.info is not None
