@@ -24,11 +24,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from hubbot.card.upstream import cache_path
 from hubbot.config import Config
 from hubbot.errors import HubbotError
 from hubbot.hub.client import hub_errors, make_api
 from hubbot.source.staged import StagedSource, record_staged, source_key
-from hubbot.workdir import WorkDir, sha256_file, write_json_atomic
+from hubbot.workdir import WorkDir, sha256_file, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +91,11 @@ def stage_push(cfg: Config, output: Path, threads: int | None = None) -> dict[st
         files = [{"name": name, "size": src.path.stat().st_size, "sha256": src.sha256}]
         source = {"sha256": src.sha256, "repo": src.repo, "revision": src.revision, "origin": src.origin}
         entry = None
+    upstream = cache_path(cfg)  # the source's card, fetched with the source: the later jobs resolve no source
     staged = {"version": VERSION, "repo": repo, "revision": revision, "branch": branch,
               "variant": fv.name if fv else None, "source_key": source_key(cfg), "files": files,
-              "source": source, "entry": entry}
+              "source": source, "entry": entry,
+              "upstream_card": upstream.read_text(encoding="utf-8") if upstream.is_file() else None}
     write_json_atomic(Path(output), staged)
     log.info("staged %s at %s@%s", ", ".join(f["name"] for f in files), repo, revision[:12])
     return staged
@@ -138,6 +141,10 @@ def stage_fetch(cfg: Config, staged_path: Path, job: str) -> dict[str, Any]:
     record = StagedSource(path=path.resolve(), size=st.st_size, sha256=src["sha256"], origin=src["origin"],
                           repo=src.get("repo"), revision=src.get("revision"), key=staged["source_key"])
     record_staged(work.cache, record)
+    card = cache_path(cfg)
+    if staged.get("upstream_card") and not card.is_file():
+        card.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(card, staged["upstream_card"])
     if len(paths) == 1:  # its sha256 is known: the hash cache spares the next stage hashing 54 GB again
         _remember_hash(work.cache, path, got)
     names = ", ".join(f["name"] for f in staged["files"])

@@ -171,3 +171,148 @@ def test_matrix_release_equals_single_machine_publish(tmp_path, local_hub, gemma
     assert "README.md" in newest["files"] and "README.md" not in older["files"]
     for entry in matrix["include"]:
         assert entry["file"] in card_spread
+
+
+# --- a release from a safetensors repo: conversion, staging, a failed job rerun, sizes -------------
+
+HF_SOURCE = "org/tiny-llama"
+CKPT_REPO = f"{USER}/tiny-llama-matrix-GGUF"
+CKPT_SINGLE = f"{USER}/tiny-llama-single-GGUF"
+
+
+def checkpoint_yaml(calibration: Path, evaluation: Path, repo: str) -> str:
+    return f"""\
+source:
+  repo: {HF_SOURCE}
+  dtype: bf16
+target:
+  repo: {repo}
+  gated: false
+card:
+  model_name: tiny-llama
+imatrix:
+  calibration:
+    path: {calibration}
+    name: hubbot calibration excerpts
+  ctx: 64
+  chunks: 4
+benchmark:
+  text:
+    path: {evaluation}
+    name: hubbot evaluation excerpts
+  ctx: 64
+  chunks: 4
+  speed: false
+build:
+  threads: 2
+variants:
+  - name: bf16
+    type: BF16
+  - name: q8_0
+    type: Q8_0
+    imatrix: off
+  - name: q4_0
+    type: Q4_0
+"""
+
+
+def job_files(folder: Path, env: dict[str, str]) -> dict[str, int]:
+    """Every file a job wrote, with its size: its checkout and work folder, its HOME (Hub cache), its temp."""
+    return {str(p): p.stat().st_size for root in (folder, Path(env["HOME"]), Path(env["TMPDIR"]))
+            for p in root.rglob("*") if p.is_file() and not p.is_symlink()}
+
+
+def test_release_of_a_hub_checkpoint_converts_once_reruns_a_failed_job_and_fits_its_plan(
+        tmp_path, local_hub, tiny_hf, converter_env, calibration_text, evaluation_text):  # noqa: F811
+    files = {p.name: p.read_bytes() for p in tiny_hf.iterdir()} | {"README.md": b"---\nlicense: mit\n---\n# tiny\n"}
+    local_hub.add_commit(HF_SOURCE, files)
+    # The converter's venv is a tool the runner has installed (the composite action caches it), not data.
+    env = {**os.environ, "HF_ENDPOINT": local_hub.endpoint, "HF_TOKEN": WRITE_TOKEN, "HF_HUB_DISABLE_XET": "1",
+           "HUBBOT_CONVERTER_VENV": str(converter_env.path)}
+    text = checkpoint_yaml(calibration_text, evaluation_text, CKPT_REPO)
+    artifacts = tmp_path / "artifacts"
+    staged_json, plan_file = artifacts / "plan" / "staged.json", artifacts / "plan" / "plan.json"
+    sizes: dict[str, dict[str, int]] = {}
+
+    convert, job_env = new_job(tmp_path, "convert", text, env)
+    hubbot(["plan", "-c", "variants.yaml", "--check-job", "convert"], convert, job_env)
+    hubbot(["stage", "push", "-c", "variants.yaml", "-o", str(staged_json)], convert, job_env)
+    plan = json.loads(hubbot(["plan", "-c", "variants.yaml", "--json"], convert, job_env).stdout)
+    plan_file.write_text(json.dumps(plan))
+    sizes["convert"] = job_files(convert, job_env)
+    staged = json.loads(staged_json.read_text())
+    assert staged["variant"] == "bf16" and staged["branch"] is None
+    assert staged["revision"] == local_hub.sha(CKPT_REPO) and "README.md" not in local_hub.files(CKPT_REPO)
+    served = {f: n for (repo, f), n in local_hub.served_by_file.items() if repo == HF_SOURCE}
+    weights = {p.name: p.stat().st_size for p in tiny_hf.glob("*.safetensors")}
+    # The safetensors once (and their headers, which the convert job's check reads first).
+    assert all(size <= served[name] < size + 2**20 for name, size in weights.items())
+    workdir = ".hubbot"
+
+    def job(name: str) -> tuple[Path, dict[str, str]]:
+        folder, job_env = new_job(tmp_path, name.replace(":", "-"), text, env)
+        kind, _, variant = name.partition(":")
+        hubbot(["plan", "-c", "variants.yaml", "--check-job", kind, "--plan-file", str(plan_file)]
+               + (["--only", variant] if variant else []), folder, job_env)
+        hubbot(["stage", "fetch", "-c", "variants.yaml", "--staged", str(staged_json), "--job", name], folder, job_env)
+        return folder, job_env
+
+    folder, job_env = job("imatrix")
+    hubbot(["imatrix", "-c", "variants.yaml"], folder, job_env)
+    hubbot(["bench", "-c", "variants.yaml", "--reference-only"], folder, job_env)
+    for sub in ("imatrix", "bench-reference"):
+        shutil.copytree(folder / workdir / "cache" / sub, artifacts / sub)
+    sizes["imatrix"] = job_files(folder, job_env)
+
+    def build_job(variant: str) -> None:
+        folder, job_env = job(f"build:{variant}")
+        for sub in ("imatrix", "bench-reference"):
+            shutil.copytree(artifacts / sub, folder / workdir / "cache" / sub)
+        built = hubbot(["build", "-c", "variants.yaml", "--only", variant], folder, job_env)
+        assert "converting" not in built.stderr.lower()
+        hubbot(["bench", "-c", "variants.yaml", "--only", variant, "--require-reference"], folder, job_env)
+        hubbot(["publish", "-c", "variants.yaml", "--only", variant, "--no-card", "--skip-bench"], folder, job_env)
+        out = artifacts / f"results-{variant}"
+        shutil.rmtree(out, ignore_errors=True)  # upload-artifact with overwrite: true
+        hubbot(["ci", "export", "-c", "variants.yaml", "--only", variant, "-o", str(out)], folder, job_env)
+        sizes[f"build:{variant}"] = job_files(folder, job_env)
+
+    def card_job(attempt: int) -> str:
+        folder, job_env = new_job(tmp_path, f"card-{attempt}", text, env)
+        hubbot(["merge", "-c", "variants.yaml", *sorted(str(p) for p in artifacts.glob("results-*"))], folder, job_env)
+        hubbot(["publish", "-c", "variants.yaml", "--card-only"], folder, job_env)
+        sizes["card"] = job_files(folder, job_env)
+        return local_hub.read_file(CKPT_REPO, "README.md").decode()
+
+    # The float variant is the staged file (its job exports its record); q4_0's job fails first.
+    build_job("bf16")
+    build_job("q8_0")
+    first = card_job(1)
+    assert "tiny-llama-q4_0.gguf" not in local_hub.files(CKPT_REPO)
+    missing = first.split("## Not published yet")[1].split("\n## ")[0]
+    assert "q4_0" in missing and "q8_0" not in missing
+    # The rerun of the failed job, then of the card job, completes the release.
+    build_job("q4_0")
+    final = card_job(2)
+    assert "## Not published yet" not in final
+    # No job after convert touched the safetensors.
+    assert {f: n for (repo, f), n in local_hub.served_by_file.items() if repo == HF_SOURCE} == served
+
+    single, job_env = new_job(tmp_path, "single", checkpoint_yaml(calibration_text, evaluation_text, CKPT_SINGLE), env)
+    hubbot(["publish", "-c", "variants.yaml"], single, job_env)
+    spread, whole = local_hub.files(CKPT_REPO), local_hub.files(CKPT_SINGLE)
+    assert sorted(spread) == sorted(whole)
+    for name, remote in whole.items():
+        if name not in ("README.md", "hubbot-results.json"):
+            assert spread[name] == remote, f"{name} differs between the matrix and the single-machine publish"
+    assert final.replace(CKPT_REPO, CKPT_SINGLE) == local_hub.read_file(CKPT_SINGLE, "README.md").decode()
+
+    # Each job's disk against the plan the convert job wrote (the converter's venv is the runner's tool).
+    estimates = {j["name"]: j["disk"] - sum(i["bytes"] for i in j["disk_items"] if "venv" in i["what"])
+                 for j in plan["resources"]["jobs"]}
+    items = {j["name"]: j["disk_items"] for j in plan["resources"]["jobs"]}
+    for name, files in sizes.items():
+        measured = sum(files.values())
+        biggest = sorted(files.items(), key=lambda kv: -kv[1])[:6]
+        assert 1 / 1.5 <= measured / estimates[name] <= 1.5, \
+            f"job {name}: {measured:,} bytes on disk, the plan said {estimates[name]:,} ({items[name]}); biggest: {biggest}"

@@ -18,7 +18,8 @@ import llama_cpp
 import numpy as np
 import pytest
 from support.configs import write_config
-from support.paths import DATA_DIR, REPO_ROOT
+from support.fixtures import make_tiny_hf
+from support.paths import REPO_ROOT
 
 from hubbot.build.run import build
 from hubbot.config import load_config
@@ -39,29 +40,6 @@ def venv_python(env: ConverterEnv, code: str, *args: str) -> str:
     proc = subprocess.run([str(env.python), "-c", code, *args], capture_output=True, text=True, env=clean, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
-
-
-def make_tiny_hf(env: ConverterEnv, out: Path, *extra: str) -> Path:
-    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HF_TOKEN")}
-    proc = subprocess.run([str(env.python), str(HERE / "support" / "make_tiny_hf.py"), str(out),
-                           "--text", str(DATA_DIR / "calibration.txt"), *extra],
-                          capture_output=True, text=True, env=clean, check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return out
-
-
-@pytest.fixture(scope="session")
-def converter_env() -> ConverterEnv:
-    """hubbot's converter venv, created by hubbot on first use (slow once, then reused)."""
-    env = ConverterEnv(default_venv_path())
-    env.ensure()
-    return env
-
-
-@pytest.fixture(scope="session")
-def tiny_hf(converter_env, tmp_path_factory) -> Path:
-    """A 2-block llama safetensors checkpoint (3 shards) with a 640-piece sentencepiece tokenizer."""
-    return make_tiny_hf(converter_env, tmp_path_factory.mktemp("hf") / "tiny-llama")
 
 
 def _project(folder: Path, source: str, variants: str = "  - {name: Q8_0, type: Q8_0}\n") -> Path:

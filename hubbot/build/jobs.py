@@ -276,6 +276,20 @@ def build_job(shape: ModelShape, v: VariantFacts, staged_bytes: int, staged: Var
     return job
 
 
+def staged_build_job(shape: ModelShape, v: VariantFacts, staged_bytes: int, bench: BenchShape) -> JobEstimate:
+    """The matrix job of the staged float variant: the convert job built and pushed it, so this job
+    fetches it (that copy is the variant), measures it and hands its record to the card job."""
+    ref = reference_bytes(shape, bench)
+    disk = [Item(f"{v.file} (staged copy)", staged_bytes, "workdir"), Item("reference distributions (artifact)", ref)]
+    job = JobEstimate(f"build:{v.name}", "build", v.name, disk, [], "", download=staged_bytes)
+    job.serial_seconds += _hash(staged_bytes)
+    _bench(shape, bench, job, v.size, v.type)
+    job.memory_step, job.memory = _peak({f"bench {v.name}": _bench_memory(shape, bench, v.size)
+                                         + [Item("reference distributions (mapped)", ref, "ram")]})
+    job.notes.append("built and pushed by the convert job: fetched, measured, nothing quantized or uploaded")
+    return job
+
+
 def card_job(n_variants: int) -> JobEstimate:
     files = CARD_BASE_BYTES + CARD_VARIANT_BYTES * n_variants
     job = JobEstimate("card", "card", None, [Item("job results, manifest, README.md", files)],
@@ -292,7 +306,9 @@ def release_jobs(shape: ModelShape, variants: list[VariantFacts], staged: Varian
     staged_bytes = _variant_bytes(staged) if staged else (sum(s["bytes"] for s in staging_shards or []) or shape.file_bytes)
     jobs.append(imatrix_job(shape, staged_bytes, staged, bench, imatrix, reference))
     for v in variants:
-        if staged is None or v.name != staged.name:
+        if staged is not None and v.name == staged.name and reference == "artifact":
+            jobs.append(staged_build_job(shape, v, staged_bytes, bench))
+        elif staged is None or v.name != staged.name:
             jobs.append(build_job(shape, v, staged_bytes, staged, bench, reference))
     jobs.append(card_job(len(variants)))
     return jobs

@@ -145,7 +145,7 @@ def pick_job(rows: list[dict], job: str, only: list[str]) -> dict:
         if row["name"] == name:
             return row
     known = ", ".join(r["name"] for r in rows)
-    raise HubbotError(f"the plan has no job {name!r} (jobs: {known}); the staged variant is built by the convert job")
+    raise HubbotError(f"the plan has no job {name!r} (jobs: {known}); check --only against the ladder, or write plan.json again")
 
 
 def load_plan_file(cfg: Config, path: Path) -> list[dict]:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from hubbot import __version__
+from hubbot.card.upstream import cache_path
 from hubbot.config import Config
 from hubbot.config.recipes import FLOAT_TYPES
 from hubbot.errors import HubbotError
@@ -40,6 +41,7 @@ from hubbot.workdir import Manifest, WorkDir, atomic_path, canonical_json, sha25
 log = logging.getLogger(__name__)
 
 EXPORT_INFO = "export.json"
+UPSTREAM_CARD = "upstream-README.md"  # the source repo's card, as the job that resolved the source fetched it
 # Manifest keys that describe one machine's copy of a file, not the file: never compared.
 _LOCAL_KEYS = ("mtime_ns", "seconds")
 
@@ -135,6 +137,12 @@ def export_results(cfg: Config, only: Sequence[str], dest: Path) -> dict[str, An
     out = Manifest(dest / "manifest.json")
     out.entries = entries  # replaces whatever an earlier export left there
     out.save()
+    # The upstream card travels with the results: the card job resolves no source, so it has no
+    # other way to the licence, the gate and the text the card keeps.
+    upstream = cache_path(cfg)
+    if upstream.is_file():
+        with atomic_path(dest / UPSTREAM_CARD) as tmp:
+            shutil.copyfile(upstream, tmp)
     write_json_atomic(dest / EXPORT_INFO, {"variants": list(only), "hubbot": __version__,
                                            "config": _relative(cfg.path), "target": cfg.target.repo})
     return {"folder": str(dest), "files": sorted(entries), "results": results, "missing": missing}
@@ -202,6 +210,11 @@ def merge_results(cfg: Config, folders: Sequence[Path]) -> dict[str, Any]:
                 shutil.copyfile(bench, tmp)
             copied += 1
     manifest.save()
+    cards = [Path(f) / UPSTREAM_CARD for f in sorted(folders) if (Path(f) / UPSTREAM_CARD).is_file()]
+    if cards and not cache_path(cfg).is_file():
+        cache_path(cfg).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(cache_path(cfg)) as tmp:
+            shutil.copyfile(cards[0], tmp)
     log.info("merged %d files and %d bench results from %d folders into %s", len(merged), copied, len(folders), work.root)
     return {"workdir": str(work.root), "files": sorted(merged), "results": copied, "folders": len(folders)}
 

@@ -232,10 +232,10 @@ def source_plan(cfg: Config, cache: Path) -> dict:
         plan.update(kind="hub-safetensors", output=str(out))
         weights = sum(listing.files.get(n) or 0 for n in names if n.endswith(".safetensors"))
         plan["convert"] = _convert_plan(src, cfg, out, weights)
-        if out.is_file():  # converted before: nothing will be downloaded
-            names = []
     plan["files"] = [{"name": n, "size": listing.files.get(n)} for n in names]
-    plan["download_bytes"] = missing_bytes(listing, names)
+    # Converted before: nothing will be downloaded here, though a fresh machine fetches the files.
+    converted = plan.get("kind") == "hub-safetensors" and Path(plan["output"]).is_file()
+    plan["download_bytes"] = 0 if converted else missing_bytes(listing, names)
     return plan
 
 

@@ -7,10 +7,13 @@ under ``HUBBOT_TEST_CACHE`` (default ``~/.cache/hubbot-tests``) so reruns start 
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from hubbot.source.convert import ConverterEnv, default_venv_path
 from hubbot.testing.tinymodel import write_tiny_gguf
 from support.paths import DATA_DIR, TEST_CACHE
 
@@ -75,3 +78,28 @@ def evaluation_text() -> Path:
 def tiny_gguf(tmp_path_factory) -> Path:
     """A 4-block synthetic F16 llama GGUF (fast unit tests)."""
     return write_tiny_gguf(tmp_path_factory.mktemp("tiny") / "tiny-f16.gguf")
+
+
+# --- HF safetensors checkpoints (the converter's venv has torch, transformers, sentencepiece) ------
+
+def make_tiny_hf(env: ConverterEnv, out: Path, *extra: str) -> Path:
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HF_TOKEN")}
+    proc = subprocess.run([str(env.python), str(Path(__file__).with_name("make_tiny_hf.py")), str(out),
+                           "--text", str(DATA_DIR / "calibration.txt"), *extra],
+                          capture_output=True, text=True, env=clean, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def converter_env() -> ConverterEnv:
+    """hubbot's converter venv, created by hubbot on first use (slow once, then reused)."""
+    env = ConverterEnv(default_venv_path())
+    env.ensure()
+    return env
+
+
+@pytest.fixture(scope="session")
+def tiny_hf(converter_env, tmp_path_factory) -> Path:
+    """A 2-block llama safetensors checkpoint (3 shards) with a 640-piece sentencepiece tokenizer."""
+    return make_tiny_hf(converter_env, tmp_path_factory.mktemp("hf") / "tiny-llama")

@@ -155,6 +155,7 @@ class ReadRoutes:
         if self.command == "GET":
             with hub.lock:
                 hub.downloads[(repo, file)] += 1
+                hub.served_by_file[(repo, file)] += last + 1 - first
         self.send_response(206 if span is not None else 200)
         for k, v in headers.items():
             self.send_header(k, v)

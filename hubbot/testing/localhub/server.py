@@ -2,7 +2,7 @@
 
 Counters for the tests: ``requests`` by route name, ``downloads`` by (repo, path) for file
 bodies sent (GET, not HEAD), ``bytes_received`` of LFS upload bodies (aborted ones too) and
-``bytes_served`` of download bodies.
+``bytes_served`` of download bodies (``served_by_file`` the same by (repo, path)).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class LocalHub(RepoStore):
         self.faults: list[Fault] = []
         self.requests: Counter = Counter()
         self.downloads: Counter = Counter()
+        self.served_by_file: Counter = Counter()  # download body bytes by (repo, path)
         self.bytes_received = 0
         self.bytes_served = 0
         self.upload_key = secrets.token_hex(16)  # signs the LFS upload URLs this server hands out
