@@ -303,7 +303,7 @@ def test_check_job_bad_input_is_one_line(tmp_path, tiny_gguf):
     for args, expected in (
         (["--check-job", "build", "--plan-file", str(plan)], "exactly one --only VARIANT"),
         (["--check-job", "quantize", "--plan-file", str(plan)], "unknown job 'quantize'"),
-        (["--check-job", "build:f16", "--plan-file", str(plan)], "built by the convert job"),
+        (["--check-job", "build:nope", "--plan-file", str(plan)], "the plan has no job 'build:nope'"),
     ):
         result = CliRunner().invoke(main, ["plan", "-c", str(cfg), *args])
         assert result.exit_code == 1 and expected in result.output, result.output
