@@ -72,7 +72,7 @@ def test_alias_bomb_at_the_top_is_an_unknown_key_at_once(tmp_path, ladder):
     line = one_line(["plan", "-c", str(cfg)], 2)
     assert time.monotonic() - start < 10  # it used to run for minutes
     assert line == (f"error: {cfg}:1: unknown key 'a0'; remove it or check the spelling (known keys: source, target, "
-                    "card, imatrix, benchmark, build, variants)")
+                    "card, imatrix, benchmark, build, sensitivity, variants)")
     assert not (cfg.parent / ".hubbot").exists()
 
 
