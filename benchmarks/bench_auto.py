@@ -200,6 +200,9 @@ def main() -> None:
     big = plan_27b(sens)
     cost = table_cost_27b(sens_t["planner"].source.path, sens_t["planner"].imatrix.values)
     if args.only_27b:
+        state = "cached" if sens_t["cached"] else "measured now"
+        print(f"Sensitivity of the 270M model ({state}): {sens_t['wall'] / 60:.1f} min wall, "
+              f"{sens_t['cpu'] / 60:.1f} min CPU, {len(sens_t['probes'])} probe builds")
         print(f"27B-shaped error table: {cost['cpu_seconds'] / 60:.0f} CPU-minutes; per type (M values/s): {cost['mvalues_per_second']}")
         for r in big:
             print(f"27B-shaped plan at {r['bpw']} bpw: {r['seconds']:.2f} s for {r['tensors']} tensors "
