@@ -28,9 +28,12 @@ from hubbot.build.resources import (
     type_nbytes,
 )
 
-# The card job's files: per variant a manifest entry and a bench result (a 4 KB block each), plus
-# README.md, the chart and the config (measured: 24 KB for one variant).
-CARD_BASE_BYTES, CARD_VARIANT_BYTES = 16 << 10, 8 << 10
+# The card job's files (allocated blocks, measured on the 270M example release): README.md, the
+# chart, the config and the imatrix's manifest entry and record; per variant its manifest entry and
+# its record in hubbot-results.json (about 2 KB each), its bench result (one 4 KB block) and its card
+# row, plus, in both the entry and the record, one line per tensor the quantizer gave another type
+# because its rows do not split into the type's blocks (90 such lines per K-/IQ-quant of the 270M).
+CARD_BASE_BYTES, CARD_VARIANT_BYTES, CARD_FALLBACK_BYTES = 24 << 10, 12 << 10, 90
 
 
 @dataclass
@@ -276,11 +279,25 @@ def build_job(shape: ModelShape, v: VariantFacts, staged_bytes: int, staged: Var
     return job
 
 
-def card_job(n_variants: int) -> JobEstimate:
-    files = CARD_BASE_BYTES + CARD_VARIANT_BYTES * n_variants
-    job = JobEstimate("card", "card", None, [Item("job results, manifest, README.md", files)],
+def fallback_count(shape: ModelShape, v: VariantFacts) -> int:
+    """Tensors of ``v`` the quantizer gives a fallback type: rows not a multiple of the type's block."""
+    import gguf
+
+    blocks = quantizable(t for t in shape.tensors if t.name.startswith("blk."))
+    name = v.type or max(set(v.tensor_types.values()) or {"F16"}, key=list(v.tensor_types.values()).count)
+    if name in ("F32", "F16", "BF16"):
+        return 0
+    # File types missing from the tensor-type enum (Q4_K_M, IQ3_M, ...) are K/IQ mixes: 256-value blocks.
+    qtype = getattr(gguf.GGMLQuantizationType, name, None)
+    block = gguf.GGML_QUANT_SIZES[qtype][0] if qtype is not None else 256
+    return sum(1 for t in blocks if t.shape[0] % block)
+
+
+def card_job(shape: ModelShape, variants: list[VariantFacts]) -> JobEstimate:
+    files = CARD_BASE_BYTES + sum(CARD_VARIANT_BYTES + CARD_FALLBACK_BYTES * fallback_count(shape, v) for v in variants)
+    job = JobEstimate("card", "card", None, [Item("job results, manifest, records, README.md", files)],
                       [Item("hubbot process (no engine)", int(tp.CARD_PROCESS.value), "ram")], "render",
-                      serial_seconds=5.0 + 0.5 * n_variants)
+                      serial_seconds=5.0 + 0.5 * len(variants))
     return job
 
 
@@ -294,5 +311,5 @@ def release_jobs(shape: ModelShape, variants: list[VariantFacts], staged: Varian
     for v in variants:
         if staged is None or v.name != staged.name:
             jobs.append(build_job(shape, v, staged_bytes, staged, bench, reference))
-    jobs.append(card_job(len(variants)))
+    jobs.append(card_job(shape, variants))
     return jobs
