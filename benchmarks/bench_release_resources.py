@@ -25,13 +25,17 @@ Per job it samples, every 0.2 s, the disk its three folders use (allocated block
 once) and the summed RSS of its process tree, takes CPU time (user + system of every process) from
 ``wait4``, and prints a Markdown table next to the estimate of the plan the convert job wrote
 (``hubbot plan --json``, reference distributions as artifacts). Ratios are estimate / measured:
-above 1 the plan is conservative. Acceptance bar: disk within 1.5x either way.
+above 1 the plan is conservative. Acceptance bar: disk within 1.5x either way. The CPU estimate is
+the plan's CPU seconds (compute, model passes, serial work) plus its generation time for the speed
+test times the threads (llama.cpp's threads stay busy while generation waits on memory); the wall
+estimate is the plan's time on ``--threads`` cores.
 
 What is still approximate: the Hub's upload and download run on one machine over loopback, so the
 plan's network time (100 MB/s) has no counterpart here; the CPU time includes Python start-up and
-the imports of every command (a few seconds each, several commands per job), which the plan does
-not count; RSS is sampled every 0.2 s, so a peak shorter than that can be missed; and on a shared
-machine wall time depends on what else runs.
+the imports of every command (a few seconds each, five to seven commands per job), which the plan
+does not count; RSS is sampled every 0.2 s, so a peak shorter than that can be missed; on a shared
+machine, CPU and wall time of the model passes grow with what else runs (llama.cpp's threads
+spin while they wait for one another).
 
     python benchmarks/bench_release_resources.py [--only bf16,q8_0,q4_k,iq2_xxs] [--threads 2] [--max-shard-size 400MB] [--keep DIR]
 """
@@ -74,8 +78,16 @@ def folder_bytes(folders: list[Path]) -> int:
     return total
 
 
-def tree_rss(pid: int) -> int:
-    """Summed RSS of ``pid`` and all its descendants."""
+def become_subreaper() -> None:
+    """Adopt orphaned descendants (prctl PR_SET_CHILD_SUBREAPER), so their CPU time reaches wait4:
+    the quantizer runs under multiprocessing's forkserver, which hubbot leaves to exit on its own."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
+
+
+def tree_rss(pid: int, with_pids: bool = False):
+    """Summed RSS of ``pid`` and all its descendants (and their pids, ``with_pids``)."""
     parents: dict[int, int] = {}
     rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):
@@ -95,7 +107,24 @@ def tree_rss(pid: int) -> int:
             if parent == p and child not in family:
                 family.add(child)
                 frontier.append(child)
-    return sum(rss.get(p, 0) for p in family)
+    total = sum(rss.get(p, 0) for p in family)
+    return (total, family) if with_pids else total
+
+
+def reap(pid: int, timeout: float = 30.0) -> float:
+    """CPU seconds of an adopted orphan (and of the children it waited for) once it exits; 0 when
+    ``pid`` is not our child (its parent waited for it, so its time is in that parent's figures)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            done, _, usage = os.wait4(pid, os.WNOHANG)
+        except ChildProcessError:
+            return 0.0
+        if done:
+            return usage.ru_utime + usage.ru_stime
+        if time.monotonic() > deadline:
+            return 0.0  # still running: left out (the job's table row says less than it used)
+        time.sleep(0.1)
 
 
 class StepFailed(Exception):
@@ -137,20 +166,33 @@ class Job:
             proc.returncode = os.waitstatus_to_exitcode(status)
             done.set()
             sampler.join()
+            cpu = usage.ru_utime + usage.ru_stime
+            for orphan in self.seen - {proc.pid}:  # descendants hubbot did not wait for, now ours
+                cpu += reap(orphan)
         # ru_* of wait4 covers the process and every child it waited for (the quantizer, the converter).
-        self.wall += time.perf_counter() - start
-        self.cpu += usage.ru_utime + usage.ru_stime
+        wall = time.perf_counter() - start
+        self.wall += wall
+        self.cpu += cpu
         self.peak_disk = max(self.peak_disk, folder_bytes([self.home, self.work, self.tmp]))
-        self.log.append(" ".join(a for a in args[:3] if not a.startswith("-")))
+        step = " ".join(a for a in args[:2] if not a.startswith("-"))
+        self.log.append(f"{step} ({cpu:.0f} s CPU, {wall:.0f} s)")
         if proc.returncode != 0:
             tail = (self.dir / "stderr.txt").read_text().splitlines()[-3:]
             self.failed = f"hubbot {' '.join(args)} failed ({proc.returncode}): " + " | ".join(tail)
             raise StepFailed(self.failed)
         return out.read_text()
 
+    def clear(self) -> None:
+        """Delete the job's folders once measured (a runner is discarded after its job, too)."""
+        for d in (self.home, self.work, self.tmp):
+            shutil.rmtree(d, ignore_errors=True)
+
     def _sample(self, pid: int, done: threading.Event) -> None:
+        self.seen: set[int] = set()
         while not done.is_set():
-            self.peak_rss = max(self.peak_rss, tree_rss(pid))
+            rss, pids = tree_rss(pid, with_pids=True)
+            self.peak_rss = max(self.peak_rss, rss)
+            self.seen |= pids
             self.peak_disk = max(self.peak_disk, folder_bytes([self.home, self.work, self.tmp]))
             done.wait(0.2)
 
@@ -185,6 +227,8 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from hubbot.testing.localhub import LocalHub
 
+    become_subreaper()
+
     # A short root: llama.cpp's child process talks over a Unix socket in TMPDIR (108-byte limit).
     root = args.keep or Path(tempfile.mkdtemp(prefix="hubbot-rel-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -201,10 +245,16 @@ def main() -> None:
     plan_file, staged_file = artifacts / "plan" / "plan.json", artifacts / "plan" / "staged.json"
     jobs: list[Job] = []
     estimates: dict[str, dict] = {}
+
+    def new_job(name: str) -> Job:
+        if jobs and args.keep is None:
+            jobs[-1].clear()  # only one job's files on disk at a time
+        jobs.append(Job(root, name, cfg, env))
+        return jobs[-1]
+
     start = time.perf_counter()
     try:
-        convert = Job(root, "convert", cfg, env)
-        jobs.append(convert)
+        convert = new_job("convert")
         gh_output = convert.dir / "github_output"
         convert.run("ci", "matrix", *CONFIG, "--only", args.only, "--github-output", str(gh_output),
                     stdout=artifacts / "plan" / "matrix.json")
@@ -216,8 +266,7 @@ def main() -> None:
         estimates = {row["name"]: row for row in json.loads(plan_file.read_text())["resources"]["jobs"]}
         workdir = outputs["workdir"]
 
-        im = Job(root, "imatrix", cfg, env)
-        jobs.append(im)
+        im = new_job("imatrix")
         im.run("plan", *CONFIG, "--check-job", "imatrix", "--plan-file", str(plan_file))
         im.run("stage", "fetch", *CONFIG, "--staged", str(staged_file), "--job", "imatrix")
         if outputs["imatrix"] == "true":
@@ -234,8 +283,7 @@ def main() -> None:
 
         for entry in json.loads(outputs["matrix"])["include"]:
             name = entry["variant"]
-            job = Job(root, f"build:{name}", cfg, env)
-            jobs.append(job)
+            job = new_job(f"build:{name}")
             cache = job.work / workdir / "cache"
             try:
                 job.run("plan", *CONFIG, "--check-job", "build", "--only", name, "--plan-file", str(plan_file))
@@ -255,8 +303,7 @@ def main() -> None:
             except StepFailed:
                 pass
 
-        card = Job(root, "card", cfg, env)
-        jobs.append(card)
+        card = new_job("card")
         card.run("plan", *CONFIG, "--check-job", "card", "--plan-file", str(plan_file))
         card.run("merge", *CONFIG, *sorted(str(p) for p in artifacts.glob("results-*")))
         card.run("publish", *CONFIG, "--card-only")
@@ -267,6 +314,15 @@ def main() -> None:
         report(jobs, estimates, args, time.perf_counter() - start)
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def cpu_estimate(row: dict, threads: int) -> float:
+    """CPU seconds the plan implies on ``threads`` threads: compute, model passes and serial work, plus
+    the speed test's generation, which the plan counts as memory-bound time with every thread busy."""
+    from hubbot.build import throughput as tp
+
+    bandwidth = tp.THROUGHPUT["tg_bandwidth"].value * min(threads, tp.TG_THREADS_CAP.value)
+    return row["cpu_seconds"] + row["serial_seconds"] + threads * row["generation_bytes"] / bandwidth
 
 
 def report(jobs: list[Job], estimates: dict[str, dict], args, total: float) -> None:
@@ -291,7 +347,7 @@ def report(jobs: list[Job], estimates: dict[str, dict], args, total: float) -> N
         if job.failed is None:
             worst = max(worst, d_ratio, 1 / d_ratio)
         est = JobEstimate.from_json(row)
-        cpu_est = row["cpu_seconds"] + row["serial_seconds"]
+        cpu_est = cpu_estimate(row, args.threads)
         print(f"| `{job.name}` | {row['disk'] / 1e6:.1f} MB | {measured} | {d_ratio:.2f} | {row['memory'] / 1e6:.0f} MB "
               f"| {rss} | {m_ratio:.2f} | {cpu_est:.0f} | {cpu} | {job.wall:.0f} ({est.wall_seconds(args.threads):.0f}) |")
     print()
