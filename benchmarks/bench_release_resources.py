@@ -1,33 +1,43 @@
 """The resource plan against measurement: every job of the 270M example release, run for real.
 
-Runs the jobs of a release of ``examples/gemma-3-270m/variants.yaml`` as hubbot commands against a
-local Hub on 127.0.0.1, each job in its own HOME (Hub cache, converter venv), work folder and temp
-folder; jobs share only the Hub and an artifacts folder. Per job it samples, every 0.2 s, the disk
-its three folders use (allocated blocks, hard links once) and the summed RSS of its process tree,
-takes CPU time from ``wait4``, and prints them next to the plan's estimate (``plan_project(...,
-reference="rebuilt")``, the mode that describes today's commands). Acceptance bar: disk within
-1.5x either way.
+Runs the jobs of a release of ``examples/gemma-3-270m/variants.yaml`` with the commands
+``.github/workflows/release.yml`` runs (``tests/test_release_flow.py`` replays the same flow),
+against a local Hub on 127.0.0.1. Each job gets its own HOME (Hub cache), work folder and temp
+folder; jobs share only the Hub and an artifacts folder that stands in for the workflow's
+artifacts (plan.json, staged.json, the importance matrix, the reference distributions, the
+sensitivity of ``recipe: auto`` files, each build job's results):
 
-The job split follows the release flow as far as today's commands allow:
+- convert: ``hubbot ci matrix --github-output``, ``hubbot plan --check-job convert``, ``hubbot stage
+  push`` (expand the package's Q4_K_M to BF16, build the staged bf16 variant and push it, pinned),
+  ``hubbot plan --json`` (plan.json, the estimates printed below) and ``hubbot plan``;
+- imatrix: ``plan --check-job imatrix``, ``stage fetch``, ``hubbot imatrix`` (when the matrix says
+  imatrix=true), ``hubbot bench --reference-only`` and, when it says auto=true, ``hubbot plan
+  --measure --no-dry-run --json``; its cache/imatrix, cache/bench-reference and cache/budget/*.json
+  become the artifacts;
+- build:<variant>, one per matrix entry: ``plan --check-job build``, ``stage fetch``, the artifacts
+  its entry needs copied into its work folder, ``hubbot build``, ``hubbot bench --require-reference``,
+  ``hubbot publish --no-card --skip-bench`` and ``hubbot ci export``; a failed step fails that job only
+  (the workflow's fail-fast: false), and the export still runs;
+- card: ``plan --check-job card``, ``hubbot merge`` of every results-* folder, ``hubbot publish
+  --card-only``.
 
-- convert: ``hubbot build --only bf16`` (the package's Q4_K_M expanded to BF16 = the conversion of
-  this example; then the staged bf16 variant), ``hubbot publish --only bf16 --no-card``, ``hubbot
-  plan --json`` (the plan later jobs check themselves against);
-- imatrix: source = the staged bf16 on the Hub, pinned to the convert job's commit; ``hubbot plan
-  --check-job imatrix``, ``hubbot imatrix``, then the reference distributions: ``hubbot build --only
-  bf16`` and ``hubbot bench --only bf16``; artifacts: the imatrix and reference-store folders;
-- build:<variant>: same source; check, the artifacts copied in, ``hubbot build --only V --only bf16``,
-  ``hubbot bench --only V`` (reuses the reference store), ``hubbot publish --only V --no-card``,
-  ``hubbot ci export``;
-- card: ``hubbot merge`` of the build jobs' exports, ``hubbot publish --card-only``.
+Per job it samples, every 0.2 s, the disk its three folders use (allocated blocks, hard links
+once) and the summed RSS of its process tree, takes CPU time (user + system of every process) from
+``wait4``, and prints a Markdown table next to the estimate of the plan the convert job wrote
+(``hubbot plan --json``, reference distributions as artifacts). Ratios are estimate / measured:
+above 1 the plan is conservative. Acceptance bar: disk within 1.5x either way. The CPU estimate is
+the plan's CPU seconds (compute, model passes, serial work) plus its generation time for the speed
+test times the threads (llama.cpp's threads stay busy while generation waits on memory); the wall
+estimate is the plan's time on ``--threads`` cores.
 
-What today's commands cannot do yet (the release-flow work): ``hubbot bench`` measures KLD against a
-built file, so the imatrix job and every build job build the bf16 reference again from the staged
-copy (the plan's "rebuilt" mode counts it); that rebuilt bf16 differs from the published one in its
-hubbot.source.* metadata, so the card job has no manifest entry for the published bf16 and leaves
-it off the card; the convert job of a package source cannot check itself before expanding it.
+What is still approximate: the Hub's upload and download run on one machine over loopback, so the
+plan's network time (100 MB/s) has no counterpart here; the CPU time includes Python start-up and
+the imports of every command (a few seconds each, five to seven commands per job), which the plan
+does not count; RSS is sampled every 0.2 s, so a peak shorter than that can be missed; on a shared
+machine, CPU and wall time of the model passes grow with what else runs (llama.cpp's threads
+spin while they wait for one another).
 
-    python benchmarks/bench_release_resources.py [--only q4_k,iq2_xxs] [--threads 2] [--keep DIR]
+    python benchmarks/bench_release_resources.py [--only bf16,q8_0,q4_k,iq2_xxs] [--threads 2] [--max-shard-size 400MB] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -48,7 +58,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "gemma-3-270m" / "variants.yaml"
 TOKEN = "hf_bench_release_write_token"
-UPSTREAM_CARD = "---\nlicense: gemma\n---\n# Gemma 3 270M\n\nThe upstream card, as a local copy.\n"
+CONFIG = ("-c", "variants.yaml")
 
 
 def folder_bytes(folders: list[Path]) -> int:
@@ -68,8 +78,16 @@ def folder_bytes(folders: list[Path]) -> int:
     return total
 
 
-def tree_rss(pid: int) -> int:
-    """Summed RSS of ``pid`` and all its descendants."""
+def become_subreaper() -> None:
+    """Adopt orphaned descendants (prctl PR_SET_CHILD_SUBREAPER), so their CPU time reaches wait4:
+    the quantizer runs under multiprocessing's forkserver, which hubbot leaves to exit on its own."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
+
+
+def tree_rss(pid: int, with_pids: bool = False):
+    """Summed RSS of ``pid`` and all its descendants (and their pids, ``with_pids``)."""
     parents: dict[int, int] = {}
     rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):
@@ -89,7 +107,28 @@ def tree_rss(pid: int) -> int:
             if parent == p and child not in family:
                 family.add(child)
                 frontier.append(child)
-    return sum(rss.get(p, 0) for p in family)
+    total = sum(rss.get(p, 0) for p in family)
+    return (total, family) if with_pids else total
+
+
+def reap(pid: int, timeout: float = 30.0) -> float:
+    """CPU seconds of an adopted orphan (and of the children it waited for) once it exits; 0 when
+    ``pid`` is not our child (its parent waited for it, so its time is in that parent's figures)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            done, _, usage = os.wait4(pid, os.WNOHANG)
+        except ChildProcessError:
+            return 0.0
+        if done:
+            return usage.ru_utime + usage.ru_stime
+        if time.monotonic() > deadline:
+            return 0.0  # still running: left out (the job's table row says less than it used)
+        time.sleep(0.1)
+
+
+class StepFailed(Exception):
+    """One hubbot command of a job exited non-zero."""
 
 
 class Job:
@@ -106,14 +145,17 @@ class Job:
                     "HF_HOME": str(self.home / ".cache" / "huggingface")}
         for key in ("XDG_CACHE_HOME", "HF_HUB_CACHE", "HUBBOT_CONVERTER_VENV"):
             self.env.pop(key, None)
-        self.peak_disk = self.peak_rss = self.max_rss = 0
+        self.peak_disk = self.peak_rss = 0
         self.cpu = self.wall = 0.0
         self.log: list[str] = []
+        self.failed: str | None = None
 
-    def run(self, *args: str) -> str:
-        """``hubbot ARGS`` in this job; stdout returned, the peaks updated while it runs."""
-        out = self.dir / "stdout.txt"
+    def run(self, *args: str, stdout: Path | None = None) -> str:
+        """``hubbot ARGS`` in this job; stdout returned (and kept in ``stdout``), the peaks updated while it runs."""
+        out = stdout or self.dir / "stdout.txt"
         with open(out, "w") as fh, open(self.dir / "stderr.txt", "a") as err:
+            err.write(f"\n$ hubbot {' '.join(args)}\n")
+            err.flush()
             start = time.perf_counter()
             proc = subprocess.Popen([sys.executable, "-m", "hubbot", *args], cwd=self.work, env=self.env,
                                     stdout=fh, stderr=err)
@@ -124,155 +166,195 @@ class Job:
             proc.returncode = os.waitstatus_to_exitcode(status)
             done.set()
             sampler.join()
-        self.wall += time.perf_counter() - start
-        self.cpu += usage.ru_utime + usage.ru_stime
-        self.max_rss = max(self.max_rss, usage.ru_maxrss * 1024)
+            cpu = usage.ru_utime + usage.ru_stime
+            for orphan in self.seen - {proc.pid}:  # descendants hubbot did not wait for, now ours
+                cpu += reap(orphan)
+        # ru_* of wait4 covers the process and every child it waited for (the quantizer, the converter).
+        wall = time.perf_counter() - start
+        self.wall += wall
+        self.cpu += cpu
         self.peak_disk = max(self.peak_disk, folder_bytes([self.home, self.work, self.tmp]))
-        self.log.append(" ".join(args[:4]))
+        step = " ".join(a for a in args[:2] if not a.startswith("-"))
+        self.log.append(f"{step} ({cpu:.0f} s CPU, {wall:.0f} s)")
         if proc.returncode != 0:
-            tail = (self.dir / "stderr.txt").read_text().splitlines()[-5:]
-            raise SystemExit(f"job {self.name}: hubbot {' '.join(args)} failed ({proc.returncode}):\n" + "\n".join(tail))
+            tail = (self.dir / "stderr.txt").read_text().splitlines()[-3:]
+            self.failed = f"hubbot {' '.join(args)} failed ({proc.returncode}): " + " | ".join(tail)
+            raise StepFailed(self.failed)
         return out.read_text()
 
+    def clear(self) -> None:
+        """Delete the job's folders once measured (a runner is discarded after its job, too)."""
+        for d in (self.home, self.work, self.tmp):
+            shutil.rmtree(d, ignore_errors=True)
+
     def _sample(self, pid: int, done: threading.Event) -> None:
+        self.seen: set[int] = set()
         while not done.is_set():
-            self.peak_rss = max(self.peak_rss, tree_rss(pid))
+            rss, pids = tree_rss(pid, with_pids=True)
+            self.peak_rss = max(self.peak_rss, rss)
+            self.seen |= pids
             self.peak_disk = max(self.peak_disk, folder_bytes([self.home, self.work, self.tmp]))
             done.wait(0.2)
 
 
-def configs(args, commit: str | None, card: Path) -> dict:
-    """The example config (text paths absolute, threads and shard size set); with ``commit``, the
-    staged config: source = the bf16 file on the Hub at that commit."""
+def example_config(args) -> dict:
+    """The example config with its text paths absolute and the threads (and shard size) set."""
     cfg = yaml.safe_load(EXAMPLE.read_text())
     for section in ("imatrix", "benchmark"):
         key = "calibration" if section == "imatrix" else "text"
         cfg[section][key]["path"] = str((EXAMPLE.parent / cfg[section][key]["path"]).resolve())
     cfg["build"] = {"threads": args.threads}
     cfg["benchmark"]["threads"] = args.threads
-    cfg["target"]["max_shard_size"] = args.max_shard_size
-    if commit:
-        staged = next(v for v in cfg["variants"] if v["type"] == "BF16")
-        stem = f"{cfg['card']['model_name']}-{staged['name']}"
-        cfg["source"] = {"repo": cfg["target"]["repo"], "file": args.staged_file or f"{stem}.gguf", "revision": commit,
-                         "base_model": cfg["source"]["base_model"], "card": str(card)}
+    if args.max_shard_size:
+        cfg["target"]["max_shard_size"] = args.max_shard_size
     return cfg
+
+
+def copy_in(src: Path, dest: Path) -> None:
+    """An artifact downloaded into a job's work folder (actions/download-artifact)."""
+    if src.is_dir():
+        shutil.copytree(src, dest, dirs_exist_ok=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default="", help="build jobs for these variants only (comma separated)")
+    ap.add_argument("--only", default="", help="the release's variants (comma separated; the workflow's `only` input)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--max-shard-size", default="400MB", help="target.max_shard_size, so BF16/F16 go up as shards")
+    ap.add_argument("--max-shard-size", default=None,
+                    help="set target.max_shard_size (e.g. 400MB: BF16/F16 are staged and uploaded as shards)")
     ap.add_argument("--keep", type=Path, default=None, help="run in this folder and keep it")
     args = ap.parse_args()
-    args.staged_file = None
     sys.path.insert(0, str(ROOT))
-    from huggingface_hub import HfApi
-
     from hubbot.testing.localhub import LocalHub
 
-    root = args.keep or Path(tempfile.mkdtemp(prefix="hubbot-bench-release-"))
+    become_subreaper()
+
+    # A short root: llama.cpp's child process talks over a Unix socket in TMPDIR (108-byte limit).
+    root = args.keep or Path(tempfile.mkdtemp(prefix="hubbot-rel-"))
     root.mkdir(parents=True, exist_ok=True)
     artifacts = root / "artifacts"
-    artifacts.mkdir(exist_ok=True)
-    card = root / "upstream-README.md"
-    card.write_text(UPSTREAM_CARD)
-    base = configs(args, None, card)
+    (artifacts / "plan").mkdir(parents=True, exist_ok=True)
+    cfg = example_config(args)
     hub = LocalHub(root / "hubstore")
-    hub.add_token(TOKEN, base["target"]["repo"].split("/")[0], write=True)
+    hub.add_token(TOKEN, cfg["target"]["repo"].split("/")[0], write=True)
     hub.start()
     env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_TOKEN": TOKEN, "HF_HUB_DISABLE_XET": "1",
            "HUBBOT_NO_PROGRESS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    only = [n for n in args.only.replace(",", " ").split() if n]
+    only_args = [a for n in only for a in ("--only", n)]
+    plan_file, staged_file = artifacts / "plan" / "plan.json", artifacts / "plan" / "staged.json"
     jobs: list[Job] = []
+    estimates: dict[str, dict] = {}
+
+    def new_job(name: str) -> Job:
+        if jobs and args.keep is None:
+            jobs[-1].clear()  # only one job's files on disk at a time
+        jobs.append(Job(root, name, cfg, env))
+        return jobs[-1]
+
+    start = time.perf_counter()
     try:
-        staged_name = next(v["name"] for v in base["variants"] if v["type"] == "BF16")
-        convert = Job(root, "convert", base, env)
-        jobs.append(convert)
-        convert.run("build", "--only", staged_name)
-        convert.run("publish", "--only", staged_name, "--no-card", "--skip-bench")
-        plan_file = artifacts / "plan.json"
-        plan_file.write_text(convert.run("plan", "--json"))
-        estimates = estimate(convert)
-        api = HfApi(endpoint=hub.endpoint, token=TOKEN)
-        repo = base["target"]["repo"]
-        commit = api.repo_info(repo).sha
-        files = sorted(f for f in api.list_repo_files(repo, revision=commit) if f.endswith(".gguf"))
-        args.staged_file = files[0]  # the whole file, or its first shard
-        staged = configs(args, commit, card)
+        convert = new_job("convert")
+        gh_output = convert.dir / "github_output"
+        convert.run("ci", "matrix", *CONFIG, "--only", args.only, "--github-output", str(gh_output),
+                    stdout=artifacts / "plan" / "matrix.json")
+        outputs = dict(line.split("=", 1) for line in gh_output.read_text().splitlines())
+        convert.run("plan", *CONFIG, "--check-job", "convert")
+        convert.run("stage", "push", *CONFIG, "-o", str(staged_file))
+        convert.run("plan", *CONFIG, *only_args, "--json", stdout=plan_file)
+        convert.run("plan", *CONFIG, *only_args, stdout=convert.dir / "plan.txt")
+        estimates = {row["name"]: row for row in json.loads(plan_file.read_text())["resources"]["jobs"]}
+        workdir = outputs["workdir"]
 
-        im = Job(root, "imatrix", staged, env)
-        jobs.append(im)
-        im.run("plan", "--check-job", "imatrix", "--plan-file", str(plan_file))
-        im.run("imatrix")
-        im.run("build", "--only", staged_name)
-        im.run("bench", "--only", staged_name)
-        for sub in ("imatrix", "bench-reference"):
-            shutil.copytree(im.work / ".hubbot" / "cache" / sub, artifacts / sub, dirs_exist_ok=True)
+        im = new_job("imatrix")
+        im.run("plan", *CONFIG, "--check-job", "imatrix", "--plan-file", str(plan_file))
+        im.run("stage", "fetch", *CONFIG, "--staged", str(staged_file), "--job", "imatrix")
+        if outputs["imatrix"] == "true":
+            im.run("imatrix", *CONFIG, "--json")
+        im.run("bench", *CONFIG, "--reference-only")
+        cache = im.work / workdir / "cache"
+        if outputs["auto"] == "true":
+            im.run("plan", *CONFIG, "--measure", "--no-dry-run", "--json", stdout=im.tmp / "measured-plan.json")
+            (artifacts / "sensitivity").mkdir(exist_ok=True)
+            for f in (cache / "budget").glob("*.json"):
+                shutil.copy2(f, artifacts / "sensitivity" / f.name)
+        copy_in(cache / "imatrix", artifacts / "imatrix")
+        copy_in(cache / "bench-reference", artifacts / "bench-reference")
 
-        wanted = [n for n in args.only.replace(",", " ").split() if n]
-        for v in base["variants"]:
-            if v["name"] == staged_name or (wanted and v["name"] not in wanted):
-                continue
-            job = Job(root, f"build:{v['name']}", staged, env)
-            jobs.append(job)
-            job.run("plan", "--check-job", "build", "--only", v["name"], "--plan-file", str(plan_file))
-            for sub in ("imatrix", "bench-reference"):
-                shutil.copytree(artifacts / sub, job.work / ".hubbot" / "cache" / sub, dirs_exist_ok=True)
-            job.run("build", "--only", v["name"], "--only", staged_name)
-            job.run("bench", "--only", v["name"])
-            if "computing the reference distributions" in (job.dir / "stderr.txt").read_text():
-                job.log.append("(recomputed the reference distributions!)")
-            job.run("publish", "--only", v["name"], "--no-card", "--skip-bench")
-            job.run("ci", "export", "--only", v["name"], "-o", str(artifacts / "results" / v["name"]))
+        for entry in json.loads(outputs["matrix"])["include"]:
+            name = entry["variant"]
+            job = new_job(f"build:{name}")
+            cache = job.work / workdir / "cache"
+            try:
+                job.run("plan", *CONFIG, "--check-job", "build", "--only", name, "--plan-file", str(plan_file))
+                job.run("stage", "fetch", *CONFIG, "--staged", str(staged_file), "--job", f"build:{name}")
+                if entry["imatrix"]:
+                    copy_in(artifacts / "imatrix", cache / "imatrix")
+                if entry["auto"]:
+                    copy_in(artifacts / "sensitivity", cache / "budget")
+                copy_in(artifacts / "bench-reference", cache / "bench-reference")
+                job.run("build", *CONFIG, "--only", name)
+                job.run("bench", *CONFIG, "--only", name, "--require-reference")
+                job.run("publish", *CONFIG, "--only", name, "--no-card", "--skip-bench")
+            except StepFailed:
+                pass  # fail-fast: false; the export below runs anyway (if: !cancelled())
+            try:
+                job.run("ci", "export", *CONFIG, "--only", name, "-o", str(artifacts / f"results-{name}"))
+            except StepFailed:
+                pass
 
-        card_job = Job(root, "card", staged, env)
-        jobs.append(card_job)
-        folders = sorted(str(p) for p in (artifacts / "results").iterdir()) if (artifacts / "results").is_dir() else []
-        if folders:
-            card_job.run("merge", *folders)
-            card_job.run("publish", "--card-only")
+        card = new_job("card")
+        card.run("plan", *CONFIG, "--check-job", "card", "--plan-file", str(plan_file))
+        card.run("merge", *CONFIG, *sorted(str(p) for p in artifacts.glob("results-*")))
+        card.run("publish", *CONFIG, "--card-only")
+    except StepFailed as exc:
+        print(f"stopped: {exc}", file=sys.stderr)
     finally:
         hub.close()
-        report(jobs, estimates if "estimates" in locals() else {}, args)
+        report(jobs, estimates, args, time.perf_counter() - start)
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def estimate(convert: Job) -> dict[str, dict]:
-    """The plan's job rows for today's commands (reference rebuilt per job), made in the convert job's folders."""
-    code = ("import json; from hubbot.config import load_config; from hubbot.build.plan import plan_project; "
-            "print(json.dumps(plan_project(load_config('variants.yaml'), reference='rebuilt')['resources']['jobs']))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=convert.work, env=convert.env, capture_output=True,
-                          text=True, check=True)
-    return {row["name"]: row for row in json.loads(proc.stdout)}
+def cpu_estimate(row: dict, threads: int) -> float:
+    """CPU seconds the plan implies on ``threads`` threads: compute, model passes and serial work, plus
+    the speed test's generation, which the plan counts as memory-bound time with every thread busy."""
+    from hubbot.build import throughput as tp
+
+    bandwidth = tp.THROUGHPUT["tg_bandwidth"].value * min(threads, tp.TG_THREADS_CAP.value)
+    return row["cpu_seconds"] + row["serial_seconds"] + threads * row["generation_bytes"] / bandwidth
 
 
-def report(jobs: list[Job], estimates: dict[str, dict], args) -> None:
+def report(jobs: list[Job], estimates: dict[str, dict], args, total: float) -> None:
     from hubbot.build.jobs import JobEstimate
 
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; threads {args.threads}; "
-          f"max_shard_size {args.max_shard_size}; MB = 10^6 bytes")
-    print(f"{'job':<20} {'disk est':>9} {'measured':>9} {'ratio':>6}  {'mem est':>8} {'RSS tree':>9} {'max proc':>9}"
-          f" {'ratio':>6}  {'CPU est s':>9} {'CPU s':>7} {'wall est':>8} {'wall s':>7}")
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end; threads {args.threads}; "
+          f"max_shard_size {args.max_shard_size or 'as in the example'}; {total / 60:.1f} min in all; MB = 10^6 bytes; ratio = estimate / measured")
+    print()
+    print(f"| job | disk est | disk measured | ratio | memory est | peak RSS | ratio | CPU est (s, {args.threads} threads) "
+          "| CPU measured (s) | wall (s) measured (est) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     worst = 1.0
     for job in jobs:
         row = estimates.get(job.name)
+        measured = f"{job.peak_disk / 1e6:.1f} MB"
+        rss, cpu = f"{job.peak_rss / 1e6:.0f} MB", f"{job.cpu:.0f}"
         if row is None:
-            print(f"{job.name:<20} (no estimate)")
+            print(f"| `{job.name}` | - | {measured} | - | - | {rss} | - | - | {cpu} | {job.wall:.0f} |")
             continue
         d_ratio = row["disk"] / max(1, job.peak_disk)
         m_ratio = row["memory"] / max(1, job.peak_rss)
-        worst = max(worst, d_ratio, 1 / d_ratio)
+        if job.failed is None:
+            worst = max(worst, d_ratio, 1 / d_ratio)
         est = JobEstimate.from_json(row)
-        cpu_est = row["cpu_seconds"] + row["serial_seconds"]
-        print(f"{job.name:<20} {row['disk'] / 1e6:9.2f} {job.peak_disk / 1e6:9.2f} {d_ratio:6.2f}  "
-              f"{row['memory'] / 1e6:8.0f} {job.peak_rss / 1e6:9.0f} {job.max_rss / 1e6:9.0f} {m_ratio:6.2f}  "
-              f"{cpu_est:9.0f} {job.cpu:7.0f} {est.wall_seconds(args.threads):8.0f} {job.wall:7.0f}")
+        cpu_est = cpu_estimate(row, args.threads)
+        print(f"| `{job.name}` | {row['disk'] / 1e6:.1f} MB | {measured} | {d_ratio:.2f} | {row['memory'] / 1e6:.0f} MB "
+              f"| {rss} | {m_ratio:.2f} | {cpu_est:.0f} | {cpu} | {job.wall:.0f} ({est.wall_seconds(args.threads):.0f}) |")
+    print()
     print(f"disk: worst estimate/measurement {worst:.2f}x (acceptance: within 1.5x) -> "
           f"{'PASS' if worst <= 1.5 else 'FAIL'}")
     for job in jobs:
-        print(f"  {job.name}: " + "; ".join(job.log))
+        print(f"  {job.name}: " + "; ".join(job.log) + (f"\n    FAILED: {job.failed}" if job.failed else ""))
 
 
 if __name__ == "__main__":

@@ -135,7 +135,11 @@ def stage_fetch(cfg: Config, staged_path: Path, job: str) -> dict[str, Any]:
     if entry:
         # The float variant counts as built here: the same entry the convert job recorded, this copy's
         # stamp (a sharded one keeps the whole file's size: its shards are what this machine holds).
-        stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns} if len(paths) == 1 else {}
+        if len(paths) == 1:
+            stamp: dict[str, Any] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        else:  # the shards this machine holds, as a build that split the file records them
+            stamp = {"shards": {"files": [{"file": f["name"], "size": f["size"], "sha256": f["sha256"]}
+                                          for f in staged["files"]]}}
         work.manifest.put(cfg.file_name(cfg.variant(staged["variant"])), {**entry, **stamp})
     src = staged["source"]
     record = StagedSource(path=path.resolve(), size=st.st_size, sha256=src["sha256"], origin=src["origin"],

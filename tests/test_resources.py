@@ -369,3 +369,69 @@ def test_rebuilt_reference_mode_adds_the_float_variant_to_later_jobs(tmp_path, t
     assert abs(today["build:q8_0"]["disk"] - flow["build:q8_0"]["disk"] - f16) < 64 * 1024
     assert abs(today["imatrix"]["disk"] - flow["imatrix"]["disk"] - f16) < 64 * 1024
     assert today["convert"]["disk"] == flow["convert"]["disk"]
+
+
+def test_card_job_estimate_holds_what_the_card_job_writes(tmp_path, local_hub, tiny_gguf, evaluation_text):
+    # The card job's folder holds the merged manifest and bench results, README.md, the chart and the
+    # records file hubbot-results.json; its estimate must meet the release's 1.5x bar either way.
+    from support.hub import tiny_ladder_yaml
+
+    from hubbot.build.jobs import fallback_count
+    from hubbot.build.resources import VariantFacts
+    from hubbot.config import load_config
+    from hubbot.testing.standin import disk_usage
+
+    variants = "".join(f"  - name: {n}\n    type: {t}\n" for n, t in
+                       (("q8_0", "Q8_0"), ("q6_k", "Q6_K"), ("q5_k_m", "Q5_K_M"), ("q4_k_m", "Q4_K_M"), ("q4_0", "Q4_0")))
+    bench = f"benchmark:\n  text:\n    path: {evaluation_text}\n  ctx: 64\n  chunks: 2\n  speed: false\n"
+    text = tiny_ladder_yaml(tiny_gguf, repo=f"{USER}/tiny-card-size-GGUF", variants=variants, extra=bench)
+    env = {"HF_ENDPOINT": local_hub.endpoint, "HUBBOT_NO_PROGRESS": "1"}
+    built = write_config(tmp_path / "build", text)
+
+    def ok(*args: str) -> str:
+        result = CliRunner().invoke(main, list(args), env=env)
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    names = [a for n in ("q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0") for a in ("--only", n)]
+    ok("publish", "-c", str(built), *names, "--no-card")
+    ok("ci", "export", "-c", str(built), *names, "-o", str(tmp_path / "results"))
+    plan = json.loads(ok("plan", "-c", str(built), "--json"))
+    card = write_config(tmp_path / "card", text)
+    ok("merge", "-c", str(card), str(tmp_path / "results"))
+    ok("publish", "-c", str(card), "--card-only")
+    out = load_config(card).workdir / "out"
+    assert (out / "README.md").is_file() and (out / "hubbot-results.json").is_file()
+    measured = sum(disk_usage(p) for p in card.parent.rglob("*") if p.is_file())
+    estimate = plan["resources"]["jobs"][-1]
+    assert estimate["name"] == "card"
+    assert 1 / 1.5 <= estimate["disk"] / measured <= 1.5, (estimate["disk"], measured)
+    # Per variant the entry and the record list every fallback tensor: the plan counts them from the shapes.
+    shape = ModelShape.from_info(read_info(tiny_gguf), tiny_gguf.stat().st_size)
+    manifest = json.loads((load_config(card).workdir / "manifest.json").read_text())["outputs"]
+    for v in plan["variants"]:
+        recorded = len(manifest[v["file"]].get("fallbacks") or {})
+        assert fallback_count(shape, VariantFacts(v["name"], v["file"], v["type"], 0, False)) == recorded, v["name"]
+
+
+def test_card_estimate_counts_the_shape_fallbacks_llama_cpp_reports(tmp_path, gemma_bf16):
+    # Gemma 3 270M's 640-wide rows do not split into 256-value blocks: every K- and IQ-quant lists 90
+    # fallback tensors in its manifest entry and its record, which the card job's estimate must hold.
+    from hubbot.build.jobs import CARD_BASE_BYTES, CARD_FALLBACK_BYTES, CARD_VARIANT_BYTES, fallback_count
+    from hubbot.build.plan import plan_project
+    from hubbot.build.resources import VariantFacts
+    from hubbot.config import load_config
+
+    types = ("Q8_0", "Q4_K_M", "IQ4_XS", "Q4_0", "IQ3_M")
+    ladder = "".join(f"  - {{name: {t.lower()}, type: {t}}}\n" for t in types)
+    cfg = load_config(write_config(tmp_path / "p", f"source:\n  path: {gemma_bf16}\ntarget:\n  repo: {USER}/g-GGUF\n"
+                                   f"variants:\n{ladder}"))
+    plan = plan_project(cfg, threads=1)
+    shape = ModelShape.from_info(read_info(gemma_bf16), gemma_bf16.stat().st_size)
+    counts = {v["name"]: fallback_count(shape, VariantFacts(v["name"], v["file"], v["type"], 0, False))
+              for v in plan["variants"]}
+    # The block tensors only: llama.cpp's own choice for the output tensor may add one more.
+    assert all(abs(counts[v["name"]] - v["fallbacks"]) <= 1 for v in plan["variants"]), (counts, plan["variants"])
+    assert counts["q4_k_m"] == 90 and counts["q8_0"] == 0
+    card = plan["resources"]["jobs"][-1]
+    assert card["disk"] == (CARD_BASE_BYTES + len(types) * CARD_VARIANT_BYTES + CARD_FALLBACK_BYTES * sum(counts.values()))

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 from support.configs import write_config
 from support.hub import USER
+from support.paths import DATA_DIR
 
 from hubbot.cli import main
 from hubbot.config import load_config
@@ -124,7 +125,8 @@ def test_a_sharded_float_file_is_staged_and_fetched_shard_by_shard(local_hub, tm
     # The 27B BF16 is over the Hub's per-file limit, so its staged copy is shards: every later job
     # fetches each, checks each sha256 and builds from the first, as from the whole file.
     text = ladder(tiny_gguf, repo=f"{USER}/tiny-staged-shards-GGUF").replace(
-        "  gated: false\n", "  gated: false\n  max_shard_size: 1MB\n")
+        "  gated: false\n", "  gated: false\n  max_shard_size: 1MB\n").replace(
+        "variants:\n", f"benchmark:\n  text: {{path: {DATA_DIR / 'evaluation.txt'}}}\n  ctx: 64\n  chunks: 2\n  speed: false\nvariants:\n")
     out = tmp_path / "staged.json"
     assert run("stage", "push", "-c", str(write_config(tmp_path / "convert", text)), "-o", str(out)).exit_code == 0
     data = json.loads(out.read_text())
@@ -135,6 +137,9 @@ def test_a_sharded_float_file_is_staged_and_fetched_shard_by_shard(local_hub, tm
     work = WorkDir(load_config(job).workdir)
     assert all((work.out / f["name"]).is_file() for f in data["files"])
     assert not (work.out / "tiny-f16.gguf").exists() and work.manifest.get("tiny-f16.gguf")
+    # The imatrix job's reference pass opens the float variant from its first shard.
+    reference = run("bench", "-c", str(job), "--reference-only")
+    assert reference.exit_code == 0, reference.output
     assert run("build", "-c", str(job), "--only", "q8_0").exit_code == 0
     single = write_config(tmp_path / "single", text)
     assert run("build", "-c", str(single), "--only", "q8_0").exit_code == 0

@@ -2,9 +2,9 @@
 
 ``release_jobs`` turns the model's shape, the ladder's dry-run facts and the benchmark settings into
 one ``JobEstimate`` per job of the release flow (convert, imatrix, one build per variant, card).
-``reference="rebuilt"`` describes today's workflow, where the imatrix job and every build job also
-build the float reference variant locally because ``hubbot bench`` measures KLD against a built file;
-the default ``"artifact"`` is the flow: the reference distributions are computed once and handed on.
+``reference="rebuilt"`` describes the workflow before the staged flow, where the imatrix job and every
+build job also built the float reference variant locally (kept to price that alternative); the
+default ``"artifact"`` is the release flow: the reference distributions are computed once and handed on.
 """
 
 from __future__ import annotations
@@ -28,9 +28,12 @@ from hubbot.build.resources import (
     type_nbytes,
 )
 
-# The card job's files: per variant a manifest entry and a bench result (a 4 KB block each), plus
-# README.md, the chart and the config (measured: 24 KB for one variant).
-CARD_BASE_BYTES, CARD_VARIANT_BYTES = 16 << 10, 8 << 10
+# The card job's files (allocated blocks, measured on the 270M example release): README.md, the
+# chart, the config and the imatrix's manifest entry and record; per variant its manifest entry and
+# its record in hubbot-results.json (about 2 KB each), its bench result (one 4 KB block) and its card
+# row, plus, in both the entry and the record, one line per tensor the quantizer gave another type
+# because its rows do not split into the type's blocks (90 such lines per K-/IQ-quant of the 270M).
+CARD_BASE_BYTES, CARD_VARIANT_BYTES, CARD_FALLBACK_BYTES = 24 << 10, 12 << 10, 90
 
 
 @dataclass
@@ -242,12 +245,12 @@ def _sensitivity(shape: ModelShape, bench: BenchShape, s: SensitivityShape, job:
 
 
 def _rebuild_reference(shape: ModelShape, staged: VariantFacts, job: JobEstimate) -> None:
-    """Today's commands: bench compares with a built file, so the job builds the float variant too."""
+    """The older flow: bench compared with a built file, so the job built the float variant too."""
     job.disk.append(Item(f"{staged.file} (reference, rebuilt)", staged.size))
     cpu, io = quantize_seconds(shape, staged.tensor_types)
     job.cpu_seconds += cpu
     job.serial_seconds += io + _hash(staged.size)
-    job.notes.append(f"builds {staged.name} again as the KLD reference (today's hubbot bench needs the file)")
+    job.notes.append(f"builds {staged.name} again as the KLD reference")
 
 
 def build_job(shape: ModelShape, v: VariantFacts, staged_bytes: int, staged: VariantFacts | None,
@@ -290,11 +293,25 @@ def staged_build_job(shape: ModelShape, v: VariantFacts, staged_bytes: int, benc
     return job
 
 
-def card_job(n_variants: int) -> JobEstimate:
-    files = CARD_BASE_BYTES + CARD_VARIANT_BYTES * n_variants
-    job = JobEstimate("card", "card", None, [Item("job results, manifest, README.md", files)],
+def fallback_count(shape: ModelShape, v: VariantFacts) -> int:
+    """Tensors of ``v`` the quantizer gives a fallback type: rows not a multiple of the type's block."""
+    import gguf
+
+    blocks = quantizable(t for t in shape.tensors if t.name.startswith("blk."))
+    name = v.type or max(set(v.tensor_types.values()) or {"F16"}, key=list(v.tensor_types.values()).count)
+    if name in ("F32", "F16", "BF16"):
+        return 0
+    # File types missing from the tensor-type enum (Q4_K_M, IQ3_M, ...) are K/IQ mixes: 256-value blocks.
+    qtype = getattr(gguf.GGMLQuantizationType, name, None)
+    block = gguf.GGML_QUANT_SIZES[qtype][0] if qtype is not None else 256
+    return sum(1 for t in blocks if t.shape[0] % block)
+
+
+def card_job(shape: ModelShape, variants: list[VariantFacts]) -> JobEstimate:
+    files = CARD_BASE_BYTES + sum(CARD_VARIANT_BYTES + CARD_FALLBACK_BYTES * fallback_count(shape, v) for v in variants)
+    job = JobEstimate("card", "card", None, [Item("job results, manifest, records, README.md", files)],
                       [Item("hubbot process (no engine)", int(tp.CARD_PROCESS.value), "ram")], "render",
-                      serial_seconds=5.0 + 0.5 * n_variants)
+                      serial_seconds=5.0 + 0.5 * len(variants))
     return job
 
 
@@ -310,5 +327,5 @@ def release_jobs(shape: ModelShape, variants: list[VariantFacts], staged: Varian
             jobs.append(staged_build_job(shape, v, staged_bytes, bench))
         elif staged is None or v.name != staged.name:
             jobs.append(build_job(shape, v, staged_bytes, staged, bench, reference))
-    jobs.append(card_job(len(variants)))
+    jobs.append(card_job(shape, variants))
     return jobs
