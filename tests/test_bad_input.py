@@ -207,3 +207,36 @@ def test_inspect_of_a_folder(tmp_path):
 def test_file_system_errors_say_what_to_do(tmp_path, code, expected):
     path = tmp_path / "x"
     assert describe_os_error(OSError(code, "strerror", str(path))) == expected.format(p=path)
+
+
+@pytest.mark.parametrize("variant", ["{name: iq2, type: IQ2_XXS}", "{name: fit, recipe: auto, budget: {like: Q4_K_M}}"])
+def test_a_release_build_job_without_its_artifacts_says_which_and_computes_nothing(tmp_path, tiny_gguf, variant):
+    # In a release the imatrix job computes the importance matrix and auto's sensitivity once;
+    # a build job that did not receive them must not spend hours computing them again.
+    from support.paths import DATA_DIR
+
+    cfg = write_config(tmp_path, f"source: {{path: {tiny_gguf}}}\ntarget: {{repo: me/tiny-GGUF}}\n"
+                                 f"imatrix:\n  calibration: {{path: {DATA_DIR / 'calibration.txt'}}}\n  ctx: 64\n  chunks: 2\n"
+                                 f"variants:\n  - {variant}\n")
+    result = CliRunner().invoke(main, ["build", "-c", str(cfg), "--require-artifacts"])
+    line = result.output.strip()
+    assert result.exit_code == 1 and "\n" not in line and "Traceback" not in line, result.output
+    assert "imatrix job's `imatrix` artifact" in line and "rerun that job" in line
+    work = load_config(cfg).workdir
+    assert not list((work / "cache").rglob("*.imatrix.gguf")) and not list((work / "out").glob("*.gguf"))
+
+
+def test_an_auto_build_job_without_the_sensitivity_artifact_says_so(tmp_path, tiny_gguf):
+    from support.paths import DATA_DIR
+
+    cfg = write_config(tmp_path, f"source: {{path: {tiny_gguf}}}\ntarget: {{repo: me/tiny-GGUF}}\n"
+                                 f"imatrix:\n  calibration: {{path: {DATA_DIR / 'calibration.txt'}}}\n  ctx: 64\n  chunks: 2\n"
+                                 "variants:\n  - {name: fit, recipe: auto, budget: {like: Q4_K_M}}\n")
+    assert CliRunner().invoke(main, ["imatrix", "-c", str(cfg)]).exit_code == 0  # the imatrix artifact is here
+    result = CliRunner().invoke(main, ["build", "-c", str(cfg), "--require-artifacts"])
+    line = result.output.strip().splitlines()[-1]  # after the log's "using the cached importance matrix"
+    assert result.exit_code == 1 and line.startswith("error: ") and "`sensitivity` artifact" in line, result.output
+    assert "(variant 'fit')" in line and "Traceback" not in result.output
+    work = load_config(cfg).workdir
+    assert not list((work / "cache" / "budget").glob("*.json"))
+    assert [p.name for p in (work / "out").glob("*.gguf") if not p.name.endswith(".imatrix.gguf")] == []

@@ -129,7 +129,7 @@ def test_matrix_release_equals_single_machine_publish(tmp_path, local_hub, gemma
         if entry["imatrix"]:
             shutil.copytree(artifacts / "imatrix", job / outputs["workdir"] / "cache" / "imatrix")
         shutil.copytree(artifacts / "bench-reference", job / outputs["workdir"] / "cache" / "bench-reference")
-        built = hubbot(["build", "-c", "variants.yaml", "--only", name], job, job_env)
+        built = hubbot(["build", "-c", "variants.yaml", "--only", name, "--require-artifacts"], job, job_env)
         if entry["imatrix"]:
             # The shared matrix is used as is, never computed again in a build job.
             assert "using the cached importance matrix" in built.stderr
@@ -268,7 +268,7 @@ def test_release_of_a_hub_checkpoint_converts_once_reruns_a_failed_job_and_fits_
         folder, job_env = job(f"build:{variant}")
         for sub in ("imatrix", "bench-reference"):
             shutil.copytree(artifacts / sub, folder / workdir / "cache" / sub)
-        built = hubbot(["build", "-c", "variants.yaml", "--only", variant], folder, job_env)
+        built = hubbot(["build", "-c", "variants.yaml", "--only", variant, "--require-artifacts"], folder, job_env)
         assert "converting" not in built.stderr.lower()
         hubbot(["bench", "-c", "variants.yaml", "--only", variant, "--require-reference"], folder, job_env)
         hubbot(["publish", "-c", "variants.yaml", "--only", variant, "--no-card", "--skip-bench"], folder, job_env)

@@ -14,7 +14,7 @@ from hubbot.budget.planner import AutoPlanner
 from hubbot.build.limits import check_shard_size, may_exceed_shard_limit
 from hubbot.build.spec import VariantPlan, check_auto_types, check_rules, plan_variant
 from hubbot.config import Config, VariantConfig
-from hubbot.errors import ConfigError, ImatrixError
+from hubbot.errors import BuildError, ConfigError, ImatrixError
 from hubbot.imatrix.ref import ImatrixRef
 from hubbot.llama.quantize import quantize
 from hubbot.llama.version import engine_version
@@ -70,6 +70,11 @@ def load_imatrix(cfg: Config, source: ResolvedSource, work: WorkDir, variants: l
         if missing:
             raise ImatrixError(f"variants {', '.join(missing)} need an importance matrix; set imatrix.calibration or imatrix.file")
     return ref
+
+
+def _missing_artifact(what: str, artifact: str, folder: Path) -> str:
+    return (f"{what} is not in {folder}: this job expects it from the imatrix job's `{artifact}` artifact; "
+            f"rerun that job, or download the artifact into that folder")
 
 
 def auto_planner(cfg: Config, source: ResolvedSource, work: WorkDir, imatrix: ImatrixRef | None,
@@ -135,15 +140,22 @@ def build_variant(cfg: Config, p: VariantPlan, source: ResolvedSource, work: Wor
 
 
 def build(cfg: Config, only: Iterable[str] | None = None, threads: int | None = None,
-          force: bool = False) -> list[BuildResult]:
-    """Build the selected variants (all by default); unchanged outputs are skipped."""
+          force: bool = False, require_artifacts: bool = False) -> list[BuildResult]:
+    """Build the selected variants (all by default); unchanged outputs are skipped.
+
+    ``require_artifacts``: the importance matrix and recipe: auto's sensitivity must be cached
+    already (a release's build job receives them from the imatrix job); a BuildError names the
+    missing artifact instead of computing it here, which at 27B would take hours.
+    """
     nthreads = default_threads(cfg, threads)
     work, source, variants = prepare(cfg, only)
     if may_exceed_shard_limit(cfg, source):
         # Before the imatrix and the first file: a variant that cannot be sharded fails now.
         check_shard_size(cfg, source, [plan_variant(cfg, v, source, work, None, nthreads) for v in variants])
-    imatrix = load_imatrix(cfg, source, work, variants, nthreads)
-    planner = auto_planner(cfg, source, work, imatrix, variants, nthreads, compute=True)
+    imatrix = load_imatrix(cfg, source, work, variants, nthreads, compute=not require_artifacts)
+    if require_artifacts and imatrix is None and needs_imatrix(variants, cfg):
+        raise BuildError(_missing_artifact("the importance matrix", "imatrix", work.cache / "imatrix"))
+    planner = auto_planner(cfg, source, work, imatrix, variants, nthreads, compute=not require_artifacts)
     results: list[BuildResult] = []
     manifest = work.manifest
     # Hashing a finished file (a minute for a 54 GB BF16) overlaps the next variant's
@@ -163,6 +175,9 @@ def build(cfg: Config, only: Iterable[str] | None = None, threads: int | None = 
                 p = plan_variant(cfg, v, source, work, imatrix, nthreads, dry_run=False, planner=planner)
                 if v.needs_imatrix and p.imatrix is None:
                     raise ConfigError(f"variant {v.name!r} needs an importance matrix but imatrix is off for it")
+                if v.is_auto and p.auto is None:  # only when require_artifacts kept it from measuring
+                    raise BuildError(_missing_artifact(f"recipe: auto's sensitivity (variant {v.name!r})",
+                                                       "sensitivity", work.cache / "budget"))
                 if p.up_to_date and not force:
                     settle()
                     log.info("%s is up to date", p.file_name)

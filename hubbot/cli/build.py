@@ -16,12 +16,16 @@ from hubbot.workdir import human_bytes
 @threads_option
 @json_option
 @click.option("--force", is_flag=True, help="Rebuild even when the output is up to date.")
+@click.option("--require-artifacts", is_flag=True,
+              help="Fail in one line instead of computing the importance matrix or recipe: auto's sensitivity "
+                   "(a release's build job receives both from the imatrix job).")
 @run_safely
-def build(config_path: Path, only: tuple[str, ...], threads: int | None, as_json: bool, force: bool) -> None:
+def build(config_path: Path, only: tuple[str, ...], threads: int | None, as_json: bool, force: bool,
+          require_artifacts: bool) -> None:
     """Build the variants' GGUF files into the work directory."""
     from hubbot.build.run import build as run_build
 
-    results = run_build(load(config_path), only=only, threads=threads, force=force)
+    results = run_build(load(config_path), only=only, threads=threads, force=force, require_artifacts=require_artifacts)
     if as_json:
         echo_json([{"name": r.name, "file": r.file, "status": r.status, **{k: r.entry.get(k) for k in ("sha256", "size", "tensor_types")}} for r in results])
         return
