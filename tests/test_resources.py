@@ -237,7 +237,9 @@ def test_job_table_follows_from_the_variant_sizes(tmp_path, standin, standin_has
     sizes = {v["name"]: v for v in data["variants"]}
     jobs = {j["name"]: j for j in data["resources"]["jobs"]}
     assert list(jobs)[:2] == ["convert", "imatrix"] and list(jobs)[-1] == "card"
-    assert "build:bf16" not in jobs and len(jobs) == 2 + 15 + 1
+    # The staged float variant's job builds nothing: it fetches the file the convert job pushed.
+    assert len(jobs) == 2 + 16 + 1 and jobs["build:bf16"]["upload"] == 0
+    assert "medgemma-27b-text-it-bf16.gguf (staged copy)" in [i["what"] for i in jobs["build:bf16"]["disk_items"]]
     staged = sum(s["bytes"] for s in sizes["bf16"]["shards"])
     art = data["resources"]["artifacts"]
     # convert (local GGUF source): the staged bf16 and its shards.
