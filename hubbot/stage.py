@@ -26,6 +26,7 @@ from typing import Any
 
 from hubbot.card.upstream import cache_path
 from hubbot.config import Config
+from hubbot.config.sizes import parse_size
 from hubbot.errors import HubbotError
 from hubbot.hub.client import hub_errors, make_api
 from hubbot.source.staged import StagedSource, record_staged, source_key
@@ -137,9 +138,11 @@ def stage_fetch(cfg: Config, staged_path: Path, job: str) -> dict[str, Any]:
         # stamp (a sharded one keeps the whole file's size: its shards are what this machine holds).
         if len(paths) == 1:
             stamp: dict[str, Any] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-        else:  # the shards this machine holds, as a build that split the file records them
-            stamp = {"shards": {"files": [{"file": f["name"], "size": f["size"], "sha256": f["sha256"]}
-                                          for f in staged["files"]]}}
+        else:  # the shards this machine holds, recorded as a build that split the file records them
+            files = [{"file": p.name, "sha256": sha, "size": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns}
+                     for p, sha in paths]
+            stamp = {"shards": {"source_sha256": entry["sha256"], "files": files,
+                                "max_size": parse_size(cfg.target.max_shard_size) if cfg.target.max_shard_size else None}}
         work.manifest.put(cfg.file_name(cfg.variant(staged["variant"])), {**entry, **stamp})
     src = staged["source"]
     record = StagedSource(path=path.resolve(), size=st.st_size, sha256=src["sha256"], origin=src["origin"],

@@ -137,6 +137,14 @@ def test_a_sharded_float_file_is_staged_and_fetched_shard_by_shard(local_hub, tm
     work = WorkDir(load_config(job).workdir)
     assert all((work.out / f["name"]).is_file() for f in data["files"])
     assert not (work.out / "tiny-f16.gguf").exists() and work.manifest.get("tiny-f16.gguf")
+    # The float variant's own job finds it built (its shards are the file): nothing is rebuilt.
+    again = run("build", "-c", str(job), "--only", "f16")
+    assert again.exit_code == 0 and "unchanged tiny-f16.gguf" in again.output, again.output
+    assert not (work.out / "tiny-f16.gguf").exists()
+    head = local_hub.sha(f"{USER}/tiny-staged-shards-GGUF")
+    pushed = run("publish", "-c", str(job), "--only", "f16", "--no-card", "--skip-bench")
+    assert pushed.exit_code == 0, pushed.output
+    assert local_hub.sha(f"{USER}/tiny-staged-shards-GGUF") == head  # already there: no commit
     # The imatrix job's reference pass opens the float variant from its first shard.
     reference = run("bench", "-c", str(job), "--reference-only")
     assert reference.exit_code == 0, reference.output

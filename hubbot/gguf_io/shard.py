@@ -108,7 +108,7 @@ def ensure_shards(work: WorkDir, file_name: str, max_size: int) -> list[dict[str
         raise HubbotError(f"{file_name} is not in the manifest; run `hubbot build` first")
     recorded = entry.get("shards") or {}
     if (recorded.get("source_sha256") == entry["sha256"] and recorded.get("max_size") == max_size
-            and all(_fresh(work.out / s["file"], s) for s in recorded.get("files", []))):
+            and all(is_fresh(work.out / s["file"], s) for s in recorded.get("files", []))):
         return list(recorded["files"])
     for old in recorded.get("files", []):
         (work.out / old["file"]).unlink(missing_ok=True)
@@ -124,7 +124,8 @@ def ensure_shards(work: WorkDir, file_name: str, max_size: int) -> list[dict[str
     return files
 
 
-def _fresh(path: Path, rec: dict) -> bool:
+def is_fresh(path: Path, rec: dict) -> bool:
+    """The file is there with the size and mtime its record has: unchanged since it was written."""
     if not path.is_file():
         return False
     st = path.stat()
