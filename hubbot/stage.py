@@ -139,7 +139,7 @@ def stage_fetch(cfg: Config, staged_path: Path, job: str) -> dict[str, Any]:
         if len(paths) == 1:
             stamp: dict[str, Any] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
         else:  # the shards this machine holds, recorded as a build that split the file records them
-            files = [{"file": p.name, "sha256": sha, "size": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns}
+            files = [{"file": p.name, "sha256": sha, "size": (ps := p.stat()).st_size, "mtime_ns": ps.st_mtime_ns}
                      for p, sha in paths]
             stamp = {"shards": {"source_sha256": entry["sha256"], "files": files,
                                 "max_size": parse_size(cfg.target.max_shard_size) if cfg.target.max_shard_size else None}}

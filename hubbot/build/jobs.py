@@ -9,7 +9,6 @@ default ``"artifact"`` is the release flow: the reference distributions are comp
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -231,8 +230,9 @@ def _sensitivity(shape: ModelShape, bench: BenchShape, s: SensitivityShape, job:
     probe_bytes = (sum(type_nbytes(t.n_elements, s.base_type) for t in converted)
                    + sum(t.n_bytes for t in shape.tensors if t not in converted)) if s.base_type else staged_bytes
     from hubbot.budget.calibrate import bands
+    from hubbot.budget.measure import role_of
 
-    roles = {re.sub(r"^blk\.\d+\.", "", t.name) for t in converted}
+    roles = {role_of(t.name)[0] for t in converted}
     n = len(roles) + len(bands(shape.n_layer, s.max_bands)) + (1 if s.base_type else 0)  # + a quantized base alone
     job.cpu_seconds += n * cpu
     job.serial_seconds += n * io

@@ -131,6 +131,20 @@ def check_rules(cfg: Config, info: GGUFInfo) -> None:
                 )
 
 
+def build_metadata(cfg: Config, source: ResolvedSource, imatrix: ImatrixRef | None) -> list[tuple[str, Any]]:
+    """The header keys a build adds: who quantized it, with what, from which source and matrix."""
+    meta: list[tuple[str, Any]] = [("general.quantized_by", cfg.card.quantized_by or "hubbot"),
+                                   ("hubbot.version", __version__)]
+    if source.repo:
+        meta.append(("hubbot.source.repo", source.repo))
+    if source.revision:
+        meta.append(("hubbot.source.revision", source.revision))
+    meta.append(("hubbot.source.sha256", source.sha256))
+    if imatrix is not None:
+        meta += imatrix.metadata()
+    return meta
+
+
 def make_spec(cfg: Config, v: VariantConfig, source: ResolvedSource, imatrix: ImatrixRef | None, threads: int,
               auto: AutoChoice | None = None) -> QuantizeSpec:
     assert source.info is not None
@@ -146,19 +160,11 @@ def make_spec(cfg: Config, v: VariantConfig, source: ResolvedSource, imatrix: Im
     out_rows = row_lengths.get("output.weight", embd_rows)  # tied: token_embd takes the output type
     output_type = recipes.fit_type(v.output, out_rows) if v.output and out_rows else v.output
     embeddings_type = recipes.fit_type(v.embeddings, embd_rows) if v.embeddings and embd_rows else v.embeddings
-    meta: list[tuple[str, Any]] = [("general.quantized_by", cfg.card.quantized_by or "hubbot"),
-                                   ("hubbot.version", __version__)]
-    if source.repo:
-        meta.append(("hubbot.source.repo", source.repo))
-    if source.revision:
-        meta.append(("hubbot.source.revision", source.revision))
-    meta.append(("hubbot.source.sha256", source.sha256))
-    if imatrix is not None:
-        meta += imatrix.metadata()
     return QuantizeSpec(
         file_type=v.type, output_type=output_type, embeddings_type=embeddings_type,
         overrides=tuple(overrides), pure=v.pure,
-        allow_requantize=cfg.source.allow_requantize, metadata=tuple(meta), threads=threads,
+        allow_requantize=cfg.source.allow_requantize, metadata=tuple(build_metadata(cfg, source, imatrix)),
+        threads=threads,
     )
 
 
@@ -201,8 +207,7 @@ def plan_variant(cfg: Config, v: VariantConfig, source: ResolvedSource, work: Wo
     auto = None
     if v.is_auto:
         assert planner is not None, "recipe: auto variants are planned with an AutoPlanner"
-        # The metadata does not depend on the allocation: a spec without one has the same keys.
-        metadata = list(make_spec(cfg, v, source, use_im, threads).metadata)
+        metadata = build_metadata(cfg, source, use_im)
         auto = planner.choose(cfg.variants.index(v), v, metadata)
     spec = make_spec(cfg, v, source, use_im, threads, auto)
     key = input_key(spec, source, use_im)
