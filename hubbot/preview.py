@@ -17,9 +17,8 @@ Nothing is written to the Hub and no weights are downloaded.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from hubbot.build.limits import check_shard_size
 from hubbot.build.run import default_threads
@@ -34,6 +33,7 @@ from hubbot.gguf_io.shard import planned_shard_sizes, shard_names
 from hubbot.hub.published import PublishedRepo, read_published
 from hubbot.imatrix.ref import ImatrixRef
 from hubbot.llama.version import engine_version
+from hubbot.manifest import Engine, FileFacts, ImatrixUse, ManifestEntry, Shard, Shards
 from hubbot.source.resolve import ResolvedSource
 from hubbot.source.standin import standin_source
 from hubbot.workdir import WorkDir
@@ -85,29 +85,29 @@ def _stem(name: str) -> str:
     return m.group("stem") if m else name.removesuffix(".gguf")
 
 
-def _on_hub(published: PublishedRepo, fname: str, entry: dict) -> list[str] | None:
+def _on_hub(published: PublishedRepo, fname: str, entry: ManifestEntry) -> list[str] | None:
     """The repo's files of a recorded variant (whole, or the shards its record names); None when missing."""
-    shards = [s.get("file") for s in (entry.get("shards") or {}).get("files") or [] if isinstance(s, dict)]
+    shards = [s.file for s in entry.shard_files]
     for names in ([fname], shards):
         if names and all(n in published.files for n in names):
             return names
     return None
 
 
-def _local_entries(cfg: Config, work: WorkDir) -> dict[str, dict]:
+def _local_entries(cfg: Config, work: WorkDir) -> dict[str, ManifestEntry]:
     """Variants built in this work directory (a record and the file)."""
     manifest = work.manifest.entries
     out = {}
     for v in cfg.variants:
         fname = cfg.file_name(v)
         entry = manifest.get(fname)
-        if entry and entry.get("kind", "variant") == "variant" and (work.out / fname).is_file():
+        if entry and entry.is_variant and (work.out / fname).is_file():
             out[fname] = entry
     return out
 
 
 def _expected_imatrix(cfg: Config, source: ResolvedSource, work: WorkDir, records: PublishedRecords | None,
-                      threads: int) -> tuple[ImatrixRef | None, dict | None]:
+                      threads: int) -> tuple[ImatrixRef | None, ManifestEntry | None]:
     """The importance matrix a build would use, when it is known without computing it: one in this work
     directory, else the published one when its key is the one this config gives. (ref, record to show)."""
     from hubbot.imatrix.ensure import cache_key, ensure_imatrix, out_name, read_text_file
@@ -116,72 +116,71 @@ def _expected_imatrix(cfg: Config, source: ResolvedSource, work: WorkDir, record
     if ref is not None:
         return ref, work.manifest.get(ref.path.name)
     name = out_name(cfg)
-    entry = (records.imatrix if records else {}).get(name)
-    if not isinstance(entry, dict) or cfg.imatrix.calibration is None or not source.sha256:
+    entry = records.imatrix_entry(name) if records else None
+    if entry is None or cfg.imatrix.calibration is None or not source.sha256:
         return None, None
     calib = read_text_file(cfg, cfg.imatrix.calibration)
-    if cache_key(source, calib, cfg.imatrix.ctx, cfg.imatrix.chunks) != entry.get("input_key"):
+    if cache_key(source, calib, cfg.imatrix.ctx, cfg.imatrix.chunks) != entry.input_key:
         return None, None
-    assert source.info is not None
-    ref = ImatrixRef(path=Path(name), sha256=entry["sha256"], dataset=entry.get("calibration") or calib.name,
-                     chunks=int(entry.get("chunks") or 0), entries=int(entry.get("entries") or 0),
-                     values=placeholder_imatrix(source.info))
-    return ref, dict(entry, published=True)
+    assert source.info is not None and entry.sha256 is not None
+    ref = ImatrixRef(path=Path(name), sha256=entry.sha256, dataset=entry.calibration or calib.name,
+                     chunks=entry.chunks or 0, entries=entry.entries or 0, values=placeholder_imatrix(source.info))
+    return ref, replace(entry, published=True)
 
 
-def _planned_entry(cfg: Config, v: VariantConfig, p: VariantPlan, source: ResolvedSource, key: str | None) -> dict:
+def _planned_entry(cfg: Config, v: VariantConfig, p: VariantPlan, source: ResolvedSource,
+                   key: str | None) -> ManifestEntry:
     """A manifest-like record of a variant not built yet, from its dry run."""
     assert p.report is not None and source.info is not None
     types = {t.name: t.type for t in p.report.tensors}
     emb, out = types.get("token_embd.weight"), types.get("output.weight")
     uses = v.uses_imatrix and cfg.has_imatrix_source
     calibration = cfg.imatrix.calibration.display_name if cfg.imatrix.calibration else None
-    entry: dict[str, Any] = {
-        "kind": "variant", "variant": v.name, "file": p.file_name, "planned": True, "sha256": None,
-        "size": p.tensor_bytes, "bpw": round(p.bits_per_weight, 4), "n_params": p.n_params, "input_key": key,
-        "recipe": p.spec.describe(), "type": v.type, "output": p.spec.output_type,
-        "embeddings": p.spec.embeddings_type, "description": v.description, "engine": engine_version(),
-        "source": {"sha256": source.sha256 or None, "repo": source.repo, "revision": source.revision,
-                   "origin": source.origin},
-        "imatrix": ({"dataset": p.imatrix.dataset if p.imatrix else calibration,
-                     "chunks": p.imatrix.chunks if p.imatrix else cfg.imatrix.chunks} if uses else None),
-        "tensor_types": p.report.type_counts, "fallbacks": p.report.fallbacks,
-        "file_facts": {"output": out or emb, "embeddings": emb, "tied": out is None and emb is not None,
-                       "tensor_types": p.report.type_counts},
-    }
+    entry = ManifestEntry(
+        kind="variant", variant=v.name, file=p.file_name, planned=True, sha256=None,
+        size=p.tensor_bytes, bpw=round(p.bits_per_weight, 4), n_params=p.n_params, input_key=key,
+        recipe=p.spec.describe(), type=v.type, output=p.spec.output_type,
+        embeddings=p.spec.embeddings_type, description=v.description, engine=Engine.from_json(engine_version()),
+        source=replace(source.record(), sha256=source.sha256 or None),
+        imatrix=(ImatrixUse(dataset=p.imatrix.dataset if p.imatrix else calibration,
+                            chunks=p.imatrix.chunks if p.imatrix else cfg.imatrix.chunks) if uses else None),
+        tensor_types=p.report.type_counts, fallbacks=p.report.fallbacks,
+        file_facts=FileFacts(output=out or emb, embeddings=emb, tied=out is None and emb is not None,
+                             tensor_types=p.report.type_counts),
+    )
     shapes = {t.name: t.shape for t in source.info.tensors}
     return _with_planned_shards(cfg, entry, [tensor_nbytes(shapes[t.name], t.type) for t in p.report.tensors])
 
 
-def _with_planned_shards(cfg: Config, entry: dict, tensor_sizes: list[int]) -> dict:
+def _with_planned_shards(cfg: Config, entry: ManifestEntry, tensor_sizes: list[int]) -> ManifestEntry:
     """``entry`` with the shards publish will split it into (``target.max_shard_size``), when it will be split
     and is not yet; their sizes as the split would make them, no sha256 yet."""
     limit = parse_size(cfg.target.max_shard_size) if cfg.target.max_shard_size is not None else None
-    size = entry.get("size") or 0
-    if limit is None or size <= limit or (entry.get("shards") or {}).get("max_size") == limit:
+    size = entry.size or 0
+    if limit is None or size <= limit or (entry.shards is not None and entry.shards.max_size == limit):
         return entry
     sizes = planned_shard_sizes(tensor_sizes, size - sum(tensor_sizes), limit)
-    names = shard_names(entry["file"], len(sizes))
-    return dict(entry, shards={"files": [{"file": n, "size": s, "sha256": None} for n, s in zip(names, sizes)]})
+    assert entry.file is not None
+    names = shard_names(entry.file, len(sizes))
+    return replace(entry, shards=Shards(files=[Shard(file=n, size=s) for n, s in zip(names, sizes)]))
 
 
-def _local_entry(cfg: Config, work: WorkDir, fname: str, entry: dict) -> dict:
+def _local_entry(cfg: Config, work: WorkDir, fname: str, entry: ManifestEntry) -> ManifestEntry:
     """A built file's record, with the shards publish will split it into when that has not happened yet."""
     limit = parse_size(cfg.target.max_shard_size) if cfg.target.max_shard_size is not None else None
-    if limit is None or (entry.get("size") or 0) <= limit:
+    if limit is None or (entry.size or 0) <= limit:
         return entry
     return _with_planned_shards(cfg, entry, [t.n_bytes for t in read_info(work.out / fname).tensors])
 
 
-def _unplanned_entry(cfg: Config, v: VariantConfig) -> dict:
+def _unplanned_entry(cfg: Config, v: VariantConfig) -> ManifestEntry:
     """A record of a variant that cannot be planned here: its name and type only."""
-    return {"kind": "variant", "variant": v.name, "file": cfg.file_name(v), "planned": True, "sha256": None,
-            "size": None, "bpw": None, "type": v.type, "description": v.description}
+    return ManifestEntry(kind="variant", variant=v.name, file=cfg.file_name(v), planned=True, type=v.type,
+                         description=v.description)
 
 
-def _names(fname: str, entry: dict) -> list[str]:
-    shards = [s["file"] for s in (entry.get("shards") or {}).get("files") or [] if isinstance(s, dict)]
-    return shards or [fname]
+def _names(fname: str, entry: ManifestEntry) -> list[str]:
+    return [s.file for s in entry.shard_files] or [fname]
 
 
 class _Composer:
@@ -190,12 +189,12 @@ class _Composer:
     def __init__(self, cfg: Config, published: PublishedRepo) -> None:
         self.cfg, self.published = cfg, published
         self.records = published.records
-        self.entries: dict[str, dict] = {}
+        self.entries: dict[str, ManifestEntry] = {}
         self.results: dict[str, dict] = {}
         self.files: list[str] = []
         self.changes: list[Change] = []
 
-    def published_entry(self, fname: str) -> dict | None:
+    def published_entry(self, fname: str) -> ManifestEntry | None:
         if self.records is not None:
             return self.records.entry(fname)
         return None
@@ -205,7 +204,7 @@ class _Composer:
             return self.records.entry(fname) is not None
         return any(_stem(n) == fname.removesuffix(".gguf") for n in self.published.files if n.endswith(".gguf"))
 
-    def add(self, v: VariantConfig, fname: str, entry: dict, result: dict | None, status: str) -> None:
+    def add(self, v: VariantConfig, fname: str, entry: ManifestEntry, result: dict | None, status: str) -> None:
         self.entries[fname] = entry
         if result:
             self.results[fname] = result
@@ -214,14 +213,15 @@ class _Composer:
 
     def status(self, fname: str, key: str | None) -> str:
         old = self.published_entry(fname)
-        if old is not None and key and old.get("input_key") == key:
+        if old is not None and key and old.input_key == key:
             return "unchanged"
         return "rebuilt" if self.was_published(fname) else "added"
 
     def removed(self) -> None:
         ladder = {self.cfg.file_name(v).removesuffix(".gguf") for v in self.cfg.variants}
         if self.records is not None:
-            gone = [(str((e.get("entry") or {}).get("variant") or f), f) for f, e in self.records.variants.items()
+            entries = self.records.entries()
+            gone = [(str((e.variant if (e := entries.get(f)) else None) or f), f) for f in self.records.variants
                     if f.removesuffix(".gguf") not in ladder]
         else:
             stems = sorted({_stem(n) for n in self.published.files if n.endswith(".gguf") and ".imatrix." not in n})
@@ -262,15 +262,15 @@ def preview_card(cfg: Config, *, upstream: Path | None = None, threads: int | No
             entry = local[fname]
             old = comp.published_entry(fname)
             result = local_results.get(fname) or (comp.records.result(fname) if comp.records and old
-                                                 and old.get("sha256") == entry.get("sha256") else None)
-            comp.add(v, fname, _local_entry(cfg, work, fname, entry), result, comp.status(fname, entry.get("input_key")))
+                                                 and old.sha256 == entry.sha256 else None)
+            comp.add(v, fname, _local_entry(cfg, work, fname, entry), result, comp.status(fname, entry.input_key))
             continue
         if source is None:
             old = comp.published_entry(fname)
             if old is not None and _on_hub(published, fname, old):
                 # No plan to compare with: show what is published, and say it was not checked.
                 assert comp.records is not None
-                comp.add(v, fname, dict(old, published=True), comp.records.result(fname), "unchecked")
+                comp.add(v, fname, replace(old, published=True), comp.records.result(fname), "unchecked")
             else:
                 comp.add(v, fname, _unplanned_entry(cfg, v), None, "rebuilt" if comp.was_published(fname) else "added")
             continue
@@ -282,7 +282,7 @@ def preview_card(cfg: Config, *, upstream: Path | None = None, threads: int | No
         names = _on_hub(published, fname, old) if old else None
         if status == "unchanged" and old is not None and names:
             assert comp.records is not None
-            comp.add(v, fname, dict(old, published=True), comp.records.result(fname), status)
+            comp.add(v, fname, replace(old, published=True), comp.records.result(fname), status)
         else:
             comp.add(v, fname, _planned_entry(cfg, v, p, source, p.input_key if known else None), None,
                      "rebuilt" if status == "unchanged" else status)
@@ -290,8 +290,9 @@ def preview_card(cfg: Config, *, upstream: Path | None = None, threads: int | No
         check_shard_size(cfg, source, plans)
     comp.removed()
     if imatrix_entry is not None:
-        comp.entries[imatrix_entry["file"]] = imatrix_entry
-        comp.files.append(imatrix_entry["file"])
+        assert imatrix_entry.file is not None
+        comp.entries[imatrix_entry.file] = imatrix_entry
+        comp.files.append(imatrix_entry.file)
     data = gather(cfg, files=comp.files, upstream=load_upstream(cfg, path=upstream), results=comp.results,
                   manifest=comp.entries)
     return Preview(card=render(data), repo=cfg.target.repo, published=published.exists, changes=comp.changes,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from hubbot.config import Config
 from hubbot.config.sizes import parse_size
 from hubbot.errors import HubbotError
 from hubbot.hub.client import hub_errors, make_api
+from hubbot.manifest import ManifestEntry, Shard, Shards
 from hubbot.source.staged import StagedSource, record_staged, source_key
 from hubbot.workdir import WorkDir, sha256_file, write_json_atomic, write_text_atomic
 
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 
 STAGING_BRANCH = "hubbot-staging"
 VERSION = 1
+# What only this machine's copy has (its stamp, build time and memory, its shards): not staged.
 _LOCAL_KEYS = ("mtime_ns", "seconds", "peak_rss", "shards")
 
 
@@ -70,14 +73,16 @@ def stage_push(cfg: Config, output: Path, threads: int | None = None) -> dict[st
         # Pushes the float variant (its shards when it is over target.max_shard_size), no card.
         publish_files(cfg, [fv.name], skip_bench=True, threads=threads)
         fname = cfg.file_name(fv)
-        entry = dict(work.manifest.get(fname) or {})
-        shards = (entry.get("shards") or {}).get("files")
-        files = ([{"name": s["file"], "size": s["size"], "sha256": s["sha256"]} for s in shards] if shards
-                 else [{"name": fname, "size": entry["size"], "sha256": entry["sha256"]}])
+        entry = work.manifest.get(fname)
+        if entry is None or entry.source is None:
+            raise StageError(f"{fname} was published but is not recorded in {work.root}; rerun the convert job")
+        shards = entry.shard_files
+        files = ([{"name": s.file, "size": s.size, "sha256": s.sha256} for s in shards] if shards
+                 else [{"name": fname, "size": entry.size, "sha256": entry.sha256}])
         branch = None
         revision = _head(api, repo, "main")
-        source = dict(entry["source"])
-        entry = {k: v for k, v in entry.items() if k not in _LOCAL_KEYS}
+        source = entry.source.to_json()
+        staged_entry = entry.without(*_LOCAL_KEYS).to_json()
     else:
         src = resolve_source(cfg, work.cache)
         # Its own name: the benchmark records the reference file by name, as a single machine does.
@@ -90,12 +95,12 @@ def stage_push(cfg: Config, output: Path, threads: int | None = None) -> dict[st
                                    commit_message=f"hubbot: stage the source for a release ({src.sha256[:12]})")
         revision = info.oid or _head(api, repo, branch)
         files = [{"name": name, "size": src.path.stat().st_size, "sha256": src.sha256}]
-        source = {"sha256": src.sha256, "repo": src.repo, "revision": src.revision, "origin": src.origin}
-        entry = None
+        source = src.record().to_json()
+        staged_entry = None
     upstream = cache_path(cfg)  # the source's card, fetched with the source: the later jobs resolve no source
     staged = {"version": VERSION, "repo": repo, "revision": revision, "branch": branch,
               "variant": fv.name if fv else None, "source_key": source_key(cfg), "files": files,
-              "source": source, "entry": entry,
+              "source": source, "entry": staged_entry,
               "upstream_card": upstream.read_text(encoding="utf-8") if upstream.is_file() else None}
     write_json_atomic(Path(output), staged)
     log.info("staged %s at %s@%s", ", ".join(f["name"] for f in files), repo, revision[:12])
@@ -125,7 +130,11 @@ def stage_fetch(cfg: Config, staged_path: Path, job: str) -> dict[str, Any]:
         raise StageError(f"job {job}: {staged_path} was staged for {repo} from another source section than "
                          f"{cfg.path.name}'s; run every job of a release from the same config")
     work = WorkDir(cfg.workdir).prepare()
-    entry = staged.get("entry")
+    try:
+        entry = ManifestEntry.from_json(staged["entry"]) if staged.get("entry") else None
+    except ValueError:
+        raise StageError(f"job {job}: {staged_path} is not a staged.json written by `hubbot stage push`; "
+                         "rerun the convert job") from None
     dest = work.out if entry else work.cache / "staged"
     api = make_api(cfg)
     # A float file over target.max_shard_size is staged as its shards (the 27B BF16 is two): each is
@@ -137,13 +146,13 @@ def stage_fetch(cfg: Config, staged_path: Path, job: str) -> dict[str, Any]:
         # The float variant counts as built here: the same entry the convert job recorded, this copy's
         # stamp (a sharded one keeps the whole file's size: its shards are what this machine holds).
         if len(paths) == 1:
-            stamp: dict[str, Any] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+            entry = replace(entry, size=st.st_size, mtime_ns=st.st_mtime_ns)
         else:  # the shards this machine holds, recorded as a build that split the file records them
-            files = [{"file": p.name, "sha256": sha, "size": (ps := p.stat()).st_size, "mtime_ns": ps.st_mtime_ns}
-                     for p, sha in paths]
-            stamp = {"shards": {"source_sha256": entry["sha256"], "files": files,
-                                "max_size": parse_size(cfg.target.max_shard_size) if cfg.target.max_shard_size else None}}
-        work.manifest.put(cfg.file_name(cfg.variant(staged["variant"])), {**entry, **stamp})
+            shards = [Shard(file=p.name, sha256=sha, size=(ps := p.stat()).st_size, mtime_ns=ps.st_mtime_ns)
+                      for p, sha in paths]
+            limit = parse_size(cfg.target.max_shard_size) if cfg.target.max_shard_size else None
+            entry = replace(entry, shards=Shards(source_sha256=entry.sha256, files=shards, max_size=limit))
+        work.manifest.put(cfg.file_name(cfg.variant(staged["variant"])), entry)
     src = staged["source"]
     record = StagedSource(path=path.resolve(), size=st.st_size, sha256=src["sha256"], origin=src["origin"],
                           repo=src.get("repo"), revision=src.get("revision"), key=staged["source_key"])

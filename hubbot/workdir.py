@@ -4,7 +4,8 @@ Layout under ``build.workdir`` (default ``.hubbot/`` next to variants.yaml)::
 
     out/            the files to publish (GGUF variants, imatrix, card)
     cache/          converted or dequantized sources, imatrices, reference logits
-    manifest.json   one entry per output: sha256, size, recipe and the inputs it was built from
+    manifest.json   one entry per output (hubbot.manifest.ManifestEntry): sha256, size, recipe and the
+                    inputs it was built from
 
 Every file lands under a temporary name and is renamed into place only when complete, so an
 interrupted run never leaves a file that looks finished.
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from hubbot.errors import DiskSpaceError, HubbotError, file_in_the_way
+from hubbot.manifest import ManifestEntry, read_outputs
 
 _HASH_BLOCK = 16 * 1024 * 1024
 
@@ -130,26 +132,25 @@ def human_bytes(n: float) -> str:
 
 
 class Manifest:
-    """``manifest.json``: output file name -> entry. Saved atomically after every change."""
+    """``manifest.json``: output file name -> ``ManifestEntry``. Saved atomically after every change."""
 
     VERSION = 1
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.entries: dict[str, dict[str, Any]] = {}
+        self.entries: dict[str, ManifestEntry] = {}
         if self.path.exists():
             try:
-                data = json.loads(self.path.read_text(encoding="utf-8"))
-                self.entries = dict(data["outputs"])
+                self.entries = read_outputs(json.loads(self.path.read_text(encoding="utf-8")))
             except (ValueError, KeyError, TypeError):
                 raise HubbotError(
                     f"{self.path} is corrupt; delete it to rebuild the outputs' records"
                 ) from None
 
-    def get(self, file_name: str) -> dict[str, Any] | None:
+    def get(self, file_name: str) -> ManifestEntry | None:
         return self.entries.get(file_name)
 
-    def put(self, file_name: str, entry: dict[str, Any]) -> None:
+    def put(self, file_name: str, entry: ManifestEntry) -> None:
         self.entries[file_name] = entry
         self.save()
 
@@ -158,7 +159,8 @@ class Manifest:
             self.save()
 
     def save(self) -> None:
-        write_json_atomic(self.path, {"version": self.VERSION, "outputs": self.entries})
+        outputs = {name: e.to_json() for name, e in self.entries.items()}
+        write_json_atomic(self.path, {"version": self.VERSION, "outputs": outputs})
 
 
 class WorkDir:

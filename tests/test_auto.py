@@ -281,7 +281,7 @@ def _auto_checks(cfg, plan: dict, slack: float = 0.02) -> None:
             else:
                 assert t.shape[0] % ggml_quants.block_size(new) == 0, (t.name, new)  # rows hold whole blocks
         entry = WorkDir(cfg.workdir).manifest.get(v["file"])
-        assert entry["fallbacks"] == {} and entry["auto"]["budget"] == v["auto"]["budget"]
+        assert entry.fallbacks == {} and entry.auto.budget == v["auto"]["budget"]
 
 
 def test_tiny_auto_files_match_their_plan_and_budget(tiny_auto):

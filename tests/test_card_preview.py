@@ -318,7 +318,7 @@ def test_card_preview_workflow_replayed_on_a_pull_request(local_hub, tmp_path, g
         ppl = published.result(fname)["perplexity"]["ppl"]
         assert quality_rows[f"`{name}`"] == published_rows[f"`{name}`"]
         assert f"{ppl:.4f}" in quality_rows[f"`{name}`"]
-        assert f"sha256 `{published.entry(fname)['sha256']}`" in card
+        assert f"sha256 `{published.entry(fname).sha256}`" in card
     added = quality_rows["`q4_0` (not yet measured)"]
     assert "| Q4_0 |" in added and added.rstrip().endswith("| – | – | – |")
     # The plan's size is the built file's size, up to the few hundred bytes of metadata a build adds.

@@ -169,8 +169,8 @@ def test_ensure_caches_and_publishes(tmp_path, tiny_gguf, calibration_text, monk
     ref = im.ensure_imatrix(cfg, source, work, threads=2)
     assert ref is not None and ref.path == work.out / "tiny.imatrix.gguf" and ref.path.is_file()
     entry = work.manifest.get("tiny.imatrix.gguf")
-    assert entry["kind"] == "imatrix" and entry["sha256"] == ref.sha256 and entry["size"] == ref.path.stat().st_size
-    assert entry["calibration"] == "tiny calibration" and entry["chunks"] == 3 and entry["ctx"] == 64
+    assert entry.kind == "imatrix" and entry.sha256 == ref.sha256 and entry.size == ref.path.stat().st_size
+    assert entry.calibration == "tiny calibration" and entry.chunks == 3 and entry.ctx == 64
     assert ref.entries == 28 and set(ref.values) == set(im.expected_matrices(source.info))
 
     def no_compute(*a, **k):
@@ -302,14 +302,14 @@ def test_lowbit_builds_need_the_matrix(gemma_bf16, gemma_matrix, tmp_path, qtype
 def test_build_computes_publishes_and_reuses(gemma_bf16, calibration_text, tmp_path):
     cfg = load_config(_gemma_config(tmp_path, gemma_bf16, calibration_text, chunks=1))
     (res,) = build(cfg, threads=2)
-    assert res.status == "built" and res.entry["imatrix"]["file"] == "gemma-3-270m.imatrix.gguf"
+    assert res.status == "built" and res.entry.imatrix.file == "gemma-3-270m.imatrix.gguf"
     info = read_info(cfg.workdir / "out" / res.file)
     assert info.metadata["quantize.imatrix.file"] == "gemma-3-270m.imatrix.gguf"
     assert info.metadata["quantize.imatrix.chunks_count"] == 1
     assert info.metadata["quantize.imatrix.entries_count"] == 126
     again = load_config(cfg.path)  # a fresh load finds the same cached matrix without computing
     work, source, _ = prepare(again)
-    assert im.ensure_imatrix(again, source, work, threads=2, compute=False).sha256 == res.entry["imatrix"]["sha256"]
+    assert im.ensure_imatrix(again, source, work, threads=2, compute=False).sha256 == res.entry.imatrix.sha256
 
 
 @pytest.mark.slow

@@ -73,7 +73,7 @@ def test_a_later_job_builds_from_the_staged_file_with_single_machine_keys(local_
     one = WorkDir(load_config(single).workdir)
     for name in ("tiny-q8_0.gguf", "tiny-f16.gguf"):
         a, b = work.manifest.get(name), one.manifest.get(name)
-        assert a["input_key"] == b["input_key"] and a["sha256"] == b["sha256"] and a["source"] == b["source"], name
+        assert a.input_key == b.input_key and a.sha256 == b.sha256 and a.source == b.source, name
     assert (work.out / "tiny-q8_0.gguf").read_bytes() == (one.out / "tiny-q8_0.gguf").read_bytes()
 
 
@@ -118,7 +118,7 @@ def test_a_ladder_without_its_float_variant_stages_on_a_branch(local_hub, tmp_pa
     assert run("build", "-c", str(single), "--only", "q8_0").exit_code == 0
     a = WorkDir(load_config(job).workdir).manifest.get("tiny-q8_0.gguf")
     b = WorkDir(load_config(single).workdir).manifest.get("tiny-q8_0.gguf")
-    assert a["input_key"] == b["input_key"] and a["sha256"] == b["sha256"]
+    assert a.input_key == b.input_key and a.sha256 == b.sha256
 
 
 def test_a_sharded_float_file_is_staged_and_fetched_shard_by_shard(local_hub, tmp_path, tiny_gguf):
@@ -153,7 +153,7 @@ def test_a_sharded_float_file_is_staged_and_fetched_shard_by_shard(local_hub, tm
     assert run("build", "-c", str(single), "--only", "q8_0").exit_code == 0
     one = WorkDir(load_config(single).workdir)
     a, b = work.manifest.get("tiny-q8_0.gguf"), one.manifest.get("tiny-q8_0.gguf")
-    assert a["input_key"] == b["input_key"] and a["sha256"] == b["sha256"]
+    assert a.input_key == b.input_key and a.sha256 == b.sha256
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({**data, "files": [data["files"][0], {**data["files"][1], "sha256": "0" * 64}]}))
     again = CliRunner().invoke(main, ["stage", "fetch", "-c", str(write_config(tmp_path / "other", text)),

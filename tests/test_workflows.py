@@ -26,6 +26,7 @@ from support.paths import REPO_ROOT
 from hubbot.cli import main
 from hubbot.config import load_config
 from hubbot.hub.release import MergeError, export_results, job_matrix, merge_results
+from hubbot.manifest import ManifestEntry
 from hubbot.workdir import Manifest, WorkDir, write_json_atomic
 
 WORKFLOWS = sorted((REPO_ROOT / ".github" / "workflows").glob("*.yml"))
@@ -276,7 +277,7 @@ variants:
 def _job(tmp_path: Path, name: str, entries: dict[str, dict], results: dict[str, dict] | None = None) -> Path:
     folder = tmp_path / name
     m = Manifest(folder / "manifest.json")
-    m.entries = entries
+    m.entries = {name: ManifestEntry.from_json(e) for name, e in entries.items()}
     m.save()
     for sha, data in (results or {}).items():
         write_json_atomic(folder / "results" / "bench" / f"{sha}.json", data)
@@ -323,9 +324,10 @@ def test_export_takes_only_the_job_s_variants(tmp_path):
     cfg = load_config(tmp_path / "variants.yaml")
     work = WorkDir(cfg.workdir).prepare()
     m = work.manifest
-    m.entries = {"m-q8_0.gguf": _entry("m-q8_0.gguf", "a" * 64, imatrix={"sha256": "c" * 64}),
-                 "m-q4_0.gguf": _entry("m-q4_0.gguf", "b" * 64),
-                 "m.imatrix.gguf": {"kind": "imatrix", "file": "m.imatrix.gguf", "sha256": "c" * 64}}
+    entries = {"m-q8_0.gguf": _entry("m-q8_0.gguf", "a" * 64, imatrix={"sha256": "c" * 64}),
+               "m-q4_0.gguf": _entry("m-q4_0.gguf", "b" * 64),
+               "m.imatrix.gguf": {"kind": "imatrix", "file": "m.imatrix.gguf", "sha256": "c" * 64}}
+    m.entries = {name: ManifestEntry.from_json(e) for name, e in entries.items()}
     m.save()
     write_json_atomic(work.results / "bench" / f"{'a' * 64}.json", {"variant": "q8_0"})
     out = export_results(cfg, ["q8_0"], tmp_path / "export")

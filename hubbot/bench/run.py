@@ -42,6 +42,7 @@ from hubbot.config.recipes import FLOAT_TYPES
 from hubbot.errors import BenchError
 from hubbot.llama.session import LlamaModel
 from hubbot.llama.version import engine_version
+from hubbot.manifest import ManifestEntry
 from hubbot.progress import bar
 from hubbot.workdir import WorkDir, canonical_json, sha256_file, sha256_text, write_json_atomic
 
@@ -80,23 +81,22 @@ def load_results(cfg: Config) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for v in cfg.variants:
         entry = manifest.get(cfg.file_name(v))
-        if entry and (data := _read_json(results_dir(work) / f"{entry['sha256']}.json")):
+        if entry and (data := _read_json(results_dir(work) / f"{entry.sha256}.json")):
             out[cfg.file_name(v)] = data
     return out
 
 
-def _current_sha(path: Path, entry: dict) -> str:
+def _current_sha(path: Path, entry: ManifestEntry) -> str:
     """The manifest's sha256, or a fresh one when the file changed since it was built."""
-    st = path.stat()
-    if st.st_size == entry.get("size") and st.st_mtime_ns == entry.get("mtime_ns"):
-        return entry["sha256"]
+    if entry.is_fresh(path) and entry.sha256:
+        return entry.sha256
     log.warning("%s changed since it was built; measuring the file as it is now", path.name)
     return sha256_file(path)
 
 
-def _first_shard(work: WorkDir, entry: dict) -> Path | None:
+def _first_shard(work: WorkDir, entry: ManifestEntry) -> Path | None:
     """The first shard of a file this machine holds only as shards (a staged float file), when all are here."""
-    shards = [work.out / s["file"] for s in ((entry.get("shards") or {}).get("files") or [])]
+    shards = [work.out / s.file for s in entry.shard_files]
     return shards[0] if shards and all(p.is_file() for p in shards) else None
 
 
@@ -107,10 +107,11 @@ def _built(cfg: Config, work: WorkDir, v: VariantConfig, role: str = "variant") 
     if entry and not path.is_file() and (first := _first_shard(work, entry)):
         # llama.cpp opens a split model from its first shard; each shard's sha256 was checked when
         # it was fetched, so the whole file's recorded sha256 stands.
-        return Target(v.name, fname, first, entry["sha256"], int(entry.get("size") or 0), int(entry.get("n_params") or 0))
+        assert entry.sha256 is not None
+        return Target(v.name, fname, first, entry.sha256, entry.size or 0, entry.n_params or 0)
     if not entry or not path.is_file():
         raise BenchError(f"{role} {v.name!r} is not built yet ({fname}); run `hubbot build --only {v.name}` first")
-    return Target(v.name, fname, path, _current_sha(path, entry), path.stat().st_size, int(entry.get("n_params") or 0))
+    return Target(v.name, fname, path, _current_sha(path, entry), path.stat().st_size, entry.n_params or 0)
 
 
 def reference_target(cfg: Config, work: WorkDir) -> Target:

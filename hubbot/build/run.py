@@ -18,6 +18,7 @@ from hubbot.errors import BuildError, ConfigError, ImatrixError
 from hubbot.imatrix.ref import ImatrixRef
 from hubbot.llama.quantize import quantize
 from hubbot.llama.version import engine_version
+from hubbot.manifest import AutoRecord, Engine, ImatrixUse, ManifestEntry
 from hubbot.progress import bar
 from hubbot.source.resolve import ResolvedSource, resolve_source
 from hubbot.workdir import WorkDir, check_free_space, sha256_file, temp_path
@@ -30,7 +31,7 @@ class BuildResult:
     name: str
     file: str
     status: str  # "built" or "unchanged"
-    entry: dict[str, Any]
+    entry: ManifestEntry
 
 
 def default_threads(cfg: Config, threads: int | None) -> int:
@@ -85,22 +86,20 @@ def auto_planner(cfg: Config, source: ResolvedSource, work: WorkDir, imatrix: Im
     return AutoPlanner(cfg, source, work, imatrix, threads, compute)
 
 
-def manifest_entry(p: VariantPlan, source: ResolvedSource, sha: str, st: os.stat_result, report) -> dict[str, Any]:
-    return {
-        "kind": "variant", "variant": p.variant.name, "file": p.file_name, "sha256": sha, "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns, "input_key": p.input_key, "recipe": p.spec.describe(),
-        "type": p.variant.type, "output": p.spec.output_type, "embeddings": p.spec.embeddings_type,
-        "description": p.variant.description,
-        "engine": engine_version(),
-        "source": {"sha256": source.sha256, "repo": source.repo, "revision": source.revision, "origin": source.origin},
-        "imatrix": ({"sha256": p.imatrix.sha256, "file": p.imatrix.path.name, "dataset": p.imatrix.dataset,
-                     "chunks": p.imatrix.chunks} if p.imatrix else None),
-        "tensor_types": report.type_counts, "fallbacks": report.fallbacks,
-        "n_params": p.n_params,
-        "bpw": round(8.0 * st.st_size / max(1, p.n_params), 4),
-        "seconds": round(report.seconds, 3), "peak_rss": report.peak_rss,
-        **({"auto": p.auto.to_json()} if p.auto else {}),
-    }
+def manifest_entry(p: VariantPlan, source: ResolvedSource, sha: str, st: os.stat_result, report) -> ManifestEntry:
+    return ManifestEntry(
+        kind="variant", variant=p.variant.name, file=p.file_name, sha256=sha, size=st.st_size,
+        mtime_ns=st.st_mtime_ns, input_key=p.input_key, recipe=p.spec.describe(),
+        type=p.variant.type, output=p.spec.output_type, embeddings=p.spec.embeddings_type,
+        description=p.variant.description, engine=Engine.from_json(engine_version()), source=source.record(),
+        imatrix=(ImatrixUse(sha256=p.imatrix.sha256, file=p.imatrix.path.name, dataset=p.imatrix.dataset,
+                            chunks=p.imatrix.chunks) if p.imatrix else None),
+        tensor_types=report.type_counts, fallbacks=report.fallbacks,
+        n_params=p.n_params,
+        bpw=round(8.0 * st.st_size / max(1, p.n_params), 4),
+        seconds=round(report.seconds, 3), peak_rss=report.peak_rss,
+        auto=AutoRecord.from_json(p.auto.to_json()) if p.auto else None,
+    )
 
 
 def quantize_variant(p: VariantPlan, source: ResolvedSource, work: WorkDir) -> tuple[Path, Any]:
@@ -119,7 +118,7 @@ def quantize_variant(p: VariantPlan, source: ResolvedSource, work: WorkDir) -> t
     return tmp, report
 
 
-def finish_variant(p: VariantPlan, source: ResolvedSource, work: WorkDir, tmp: Path, report) -> dict[str, Any]:
+def finish_variant(p: VariantPlan, source: ResolvedSource, work: WorkDir, tmp: Path, report) -> ManifestEntry:
     """Hash the finished temporary file, move it into place and return its manifest entry."""
     final = work.output(p.file_name)
     try:
@@ -131,7 +130,7 @@ def finish_variant(p: VariantPlan, source: ResolvedSource, work: WorkDir, tmp: P
     return manifest_entry(p, source, sha, final.stat(), report)
 
 
-def build_variant(cfg: Config, p: VariantPlan, source: ResolvedSource, work: WorkDir) -> dict[str, Any]:
+def build_variant(cfg: Config, p: VariantPlan, source: ResolvedSource, work: WorkDir) -> ManifestEntry:
     """Quantize one variant into ``out/`` atomically and record it in the manifest."""
     tmp, report = quantize_variant(p, source, work)
     entry = finish_variant(p, source, work, tmp, report)
@@ -181,7 +180,7 @@ def build(cfg: Config, only: Iterable[str] | None = None, threads: int | None = 
                 if p.up_to_date and not force:
                     settle()
                     log.info("%s is up to date", p.file_name)
-                    results.append(BuildResult(v.name, p.file_name, "unchanged", manifest.get(p.file_name) or {}))
+                    results.append(BuildResult(v.name, p.file_name, "unchanged", manifest.get(p.file_name) or ManifestEntry()))
                     continue
                 log.info("building %s (%s)", p.file_name, v.type)
                 tmp, report = quantize_variant(p, source, work)

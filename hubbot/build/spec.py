@@ -20,7 +20,6 @@ from hubbot.budget.planner import AutoPlanner
 from hubbot.config import Config, VariantConfig, config_lines, recipes
 from hubbot.errors import BuildError, ConfigError
 from hubbot.gguf_io.info import GGUFInfo
-from hubbot.gguf_io.shard import is_fresh
 from hubbot.imatrix.ref import ImatrixRef
 from hubbot.llama.quantize import QuantizeReport, QuantizeSpec, quantize
 from hubbot.llama.version import engine_version
@@ -189,15 +188,14 @@ def check_auto_types(v: VariantConfig, auto: AutoChoice, report: QuantizeReport)
 def is_up_to_date(work: WorkDir, file_name: str, key: str) -> bool:
     entry = work.manifest.get(file_name)
     path = work.out / file_name
-    if not entry or entry.get("input_key") != key:
+    if not entry or entry.input_key != key:
         return False
     if not path.is_file():
         # A staged float file fetched as its shards (`hubbot stage fetch`): the shards are the file.
-        shards = (entry.get("shards") or {}).get("files") or []
-        return bool(shards) and all(is_fresh(work.out / s["file"], s) for s in shards)
-    st = path.stat()
+        shards = entry.shard_files
+        return bool(shards) and all(s.is_fresh(work.out) for s in shards)
     # Size and mtime as recorded at build time: a file touched since is re-hashed by build.
-    return st.st_size == entry.get("size") and st.st_mtime_ns == entry.get("mtime_ns")
+    return entry.is_fresh(path)
 
 
 def plan_variant(cfg: Config, v: VariantConfig, source: ResolvedSource, work: WorkDir,

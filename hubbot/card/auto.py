@@ -3,15 +3,15 @@ what the allocation raised and lowered against llama.cpp's mix of the same type,
 measured comparison with the standard mix and the layer recipe of that type.
 
 The build records each auto file's choice in its manifest entry (``auto``: budget, predicted
-KLD, per-role changes); ``auto_summary`` reads that dict once, and the templates get typed values.
+KLD, per-role changes); ``auto_summary`` reads that record once, and the templates get typed values.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from hubbot.card.inputs import AutoChange, AutoSummary, VariantRow
+from hubbot.manifest import AutoRecord
 
 
 @dataclass(frozen=True)
@@ -42,12 +42,12 @@ def _runs(blocks: list[int]) -> str:
     return ", ".join(parts)
 
 
-def auto_summary(raw: Any) -> AutoSummary | None:
+def auto_summary(raw: AutoRecord | None) -> AutoSummary | None:
     """A manifest entry's ``auto`` record, with the changes grouped by role, direction and types."""
-    if not isinstance(raw, dict) or not raw:
+    if raw is None or not raw.to_json():
         return None
     changes = []
-    for role in raw.get("changes") or []:
+    for role in raw.changes or []:
         for kind in ("raised", "lowered"):
             groups: dict[tuple[str, str], list] = {}
             for c in role.get(kind) or []:
@@ -55,9 +55,8 @@ def auto_summary(raw: Any) -> AutoSummary | None:
             for (old, new), blocks in sorted(groups.items()):
                 where = _runs(sorted(b for b in blocks if b is not None))
                 changes.append(AutoChange(role["role"], kind, old, new, where))
-    return AutoSummary(budget=raw.get("budget"), budget_text=raw.get("budget_text"),
-                       predicted_kld=raw.get("predicted_kld"),
-                       standard_predicted_kld=raw.get("standard_predicted_kld"), changes=changes)
+    return AutoSummary(budget=raw.budget, budget_text=raw.budget_text, predicted_kld=raw.predicted_kld,
+                       standard_predicted_kld=raw.standard_predicted_kld, changes=changes)
 
 
 def auto_section(rows: list[VariantRow]) -> AutoSection | None:

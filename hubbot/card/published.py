@@ -22,40 +22,31 @@ Readers ignore keys they do not know; a version above theirs is refused with a h
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hubbot import __version__
 from hubbot.card.inputs import CardInput
 from hubbot.errors import CardError
+from hubbot.manifest import FileFacts, ManifestEntry
 
 RECORDS_NAME = "hubbot-results.json"
 FORMAT = "hubbot-results"
 VERSION = 1
-# What describes one machine's copy or run of a file, not the file.
-_LOCAL_KEYS = ("mtime_ns", "seconds", "peak_rss")
 
 
-def _portable(entry: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in entry.items() if k not in _LOCAL_KEYS}
-    shards = out.get("shards")
-    if isinstance(shards, dict) and isinstance(shards.get("files"), list):
-        out["shards"] = dict(shards, files=[{k: v for k, v in s.items() if k not in _LOCAL_KEYS}
-                                            for s in shards["files"]])
-    return out
-
-
-def card_records(data: CardInput, manifest: dict[str, dict], results: dict[str, dict]) -> dict[str, Any]:
+def card_records(data: CardInput, manifest: dict[str, ManifestEntry], results: dict[str, dict]) -> dict[str, Any]:
     """The records of the files on a card rendered from ``data`` (manifest entries and bench results by file)."""
     variants = {}
     for r in data.rows:
-        entry = _portable(manifest.get(r.whole_file) or {})
-        entry["file_facts"] = {"output": r.output, "embeddings": r.embeddings, "tied": r.tied,
-                               "tensor_types": {t.type: t.count for t in r.tensor_types}}
-        variants[r.whole_file] = {"entry": entry, "result": results.get(r.whole_file)}
+        base = manifest.get(r.whole_file)
+        facts = FileFacts(output=r.output, embeddings=r.embeddings, tied=r.tied,
+                          tensor_types={t.type: t.count for t in r.tensor_types})
+        entry = replace(base.portable(), file_facts=facts) if base else ManifestEntry(file_facts=facts)
+        variants[r.whole_file] = {"entry": entry.to_json(), "result": results.get(r.whole_file)}
     imatrix = {}
     if data.imatrix is not None and data.imatrix.name in manifest:
-        imatrix[data.imatrix.name] = _portable(manifest[data.imatrix.name])
+        imatrix[data.imatrix.name] = manifest[data.imatrix.name].portable().to_json()
     return {"format": FORMAT, "version": VERSION, "hubbot": __version__, "repo": data.settings.repo,
             "variants": variants, "imatrix": imatrix}
 
@@ -73,13 +64,29 @@ class PublishedRecords:
     variants: dict[str, dict] = field(default_factory=dict)  # file -> {"entry", "result"}
     imatrix: dict[str, dict] = field(default_factory=dict)
 
-    def entry(self, file: str) -> dict | None:
+    def entry(self, file: str) -> ManifestEntry | None:
+        """The recorded entry of variant ``file``; None when there is none this hubbot can read."""
         rec = self.variants.get(file)
-        return rec.get("entry") if isinstance(rec, dict) and isinstance(rec.get("entry"), dict) else None
+        return _entry_of(rec.get("entry")) if isinstance(rec, dict) else None
+
+    def entries(self) -> dict[str, ManifestEntry]:
+        """The readable recorded entries of every variant, by whole file name."""
+        return {f: e for f in self.variants if (e := self.entry(f)) is not None}
+
+    def imatrix_entry(self, file: str) -> ManifestEntry | None:
+        return _entry_of(self.imatrix.get(file))
 
     def result(self, file: str) -> dict | None:
         rec = self.variants.get(file)
         return rec.get("result") if isinstance(rec, dict) and isinstance(rec.get("result"), dict) else None
+
+
+def _entry_of(raw: Any) -> ManifestEntry | None:
+    # Another hubbot's record that does not read as an entry is left out, like an unknown key.
+    try:
+        return ManifestEntry.from_json(raw)
+    except ValueError:
+        return None
 
 
 def parse_records(text: str, origin: str) -> PublishedRecords:

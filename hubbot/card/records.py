@@ -11,7 +11,6 @@ import contextlib
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 from hubbot.bench.results import BenchResult
 from hubbot.card.auto import auto_summary
@@ -35,6 +34,9 @@ from hubbot.card.upstream import UpstreamCard, load_upstream
 from hubbot.config import Config, VariantConfig
 from hubbot.config.recipes import FILE_TYPES, TENSOR_TYPES
 from hubbot.gguf_io.info import SHARD_RE, open_reader
+from hubbot.manifest import Engine as EngineRecord
+from hubbot.manifest import FileFacts, ManifestEntry, SourceRecord
+from hubbot.manifest import ImatrixUse as ImatrixUseRecord
 from hubbot.workdir import WorkDir
 
 # Quant labels the Hub and llama.cpp recognise in file names (longest first so Q4_K_M beats Q4_K).
@@ -54,12 +56,12 @@ def quant_labels(file_name: str) -> list[str]:
     return found
 
 
-def read_file_facts(path: Path) -> dict | None:
+def read_file_facts(path: Path) -> FileFacts | None:
     """Output/embedding types, tying and tensor-type counts read from a GGUF header; None when unreadable.
 
     The file is the truth: the build report can disagree with it (e.g. for tensors whose type
-    an override changed), and the card describes what users download. The dict is also what
-    `hubbot ci export` stores as a manifest entry's "file_facts".
+    an override changed), and the card describes what users download. They are also what
+    `hubbot ci export` stores as a manifest entry's ``file_facts``.
     """
     with contextlib.suppress(Exception):
         reader = open_reader(path)
@@ -69,8 +71,7 @@ def read_file_facts(path: Path) -> dict | None:
             counts[name] = counts.get(name, 0) + 1
         emb = types.get("token_embd.weight")
         out = types.get("output.weight")
-        return {"output": out or emb, "embeddings": emb, "tied": out is None and emb is not None,
-                "tensor_types": counts}
+        return FileFacts(output=out or emb, embeddings=emb, tied=out is None and emb is not None, tensor_types=counts)
     return None
 
 
@@ -84,15 +85,15 @@ def layer_rule(blocks: str, roles: Iterable[str], type_: str) -> LayerRule:
     return LayerRule(blocks=blocks, span=span, amount=amount, roles=list(roles), type=type_)
 
 
-def _published_files(entry: dict, files: set[str] | None, fname: str) -> list[FileRef] | None:
+def _published_files(entry: ManifestEntry, files: set[str] | None, fname: str) -> list[FileRef] | None:
     """The published files of one variant: the whole file, its shards, or None when not published."""
     if files is None or fname in files:
-        return [FileRef(fname, entry.get("size"), entry.get("sha256"))]
+        return [FileRef(fname, entry.size, entry.sha256)]
     named = [n for n in files if (m := SHARD_RE.match(n)) and m.group("stem") == fname.removesuffix(".gguf")]
     if not named:
         return None
-    shards = {s["file"]: s for s in ((entry.get("shards") or {}).get("files") or [])}
-    return [FileRef(n, (shards.get(n) or {}).get("size"), (shards.get(n) or {}).get("sha256")) for n in sorted(named)]
+    shards = {s.file: s for s in entry.shard_files}
+    return [FileRef(n, s.size if (s := shards.get(n)) else None, s.sha256 if s else None) for n in sorted(named)]
 
 
 def _measurement(result: BenchResult | None, reference_file: str | None, fname: str) -> Measurement | None:
@@ -126,58 +127,55 @@ def _bench_settings(results: dict[str, BenchResult]) -> BenchSettings | None:
         tg_tokens=speed.tg_tokens if speed else None)
 
 
-def _counted(raw: Any) -> list[tuple[str, int]]:
-    """(key, count) pairs of a mapping, most frequent first, then by key; none for anything else."""
-    return sorted(raw.items(), key=lambda kv: (-kv[1], kv[0])) if isinstance(raw, dict) else []
+def _counted(raw: dict[str, int] | None) -> list[tuple[str, int]]:
+    """(key, count) pairs of a mapping, most frequent first, then by key."""
+    return sorted((raw or {}).items(), key=lambda kv: (-kv[1], kv[0]))
 
 
-def _fallbacks(raw: Any) -> list[Fallback]:
+def _fallbacks(raw: dict[str, str] | None) -> list[Fallback]:
     """Shape fallbacks grouped by change ('Q4_K->Q5_0': count)."""
     counts: dict[str, int] = {}
-    for change in (raw.values() if isinstance(raw, dict) else raw or []):
-        counts[str(change)] = counts.get(str(change), 0) + 1
+    for change in (raw or {}).values():
+        counts[change] = counts.get(change, 0) + 1
     return [Fallback(k, n) for k, n in _counted(counts)]
 
 
-def _engine(raw: dict | None) -> Engine | None:
-    raw = raw or {}
-    engine = Engine(raw.get("ggml_commit"), raw.get("llama_cpp_python"), raw.get("ggml_version"))
+def _engine(raw: EngineRecord | None) -> Engine | None:
+    raw = raw or EngineRecord()
+    engine = Engine(raw.ggml_commit, raw.llama_cpp_python, raw.ggml_version)
     return engine if engine.commit or engine.llama_cpp_python else None
 
 
-def _source(raw: dict | None) -> SourceFacts | None:
-    if not raw:
+def _source(raw: SourceRecord | None) -> SourceFacts | None:
+    if raw is None or not raw.to_json():
         return None
-    return SourceFacts(raw.get("repo"), raw.get("revision"), raw.get("origin"), raw.get("sha256"))
+    return SourceFacts(raw.repo, raw.revision, raw.origin, raw.sha256)
 
 
-def _imatrix_use(raw: Any) -> ImatrixUse | None:
-    if not raw:
-        return None
-    raw = raw if isinstance(raw, dict) else {}
-    return ImatrixUse(raw.get("dataset"), raw.get("chunks"))
+def _imatrix_use(raw: ImatrixUseRecord | None) -> ImatrixUse | None:
+    return ImatrixUse(raw.dataset, raw.chunks) if raw is not None and raw.to_json() else None
 
 
-def _row(v: VariantConfig, fname: str, entry: dict, published: list[FileRef], facts: dict | None,
+def _row(v: VariantConfig, fname: str, entry: ManifestEntry, published: list[FileRef], facts: FileFacts | None,
          result: Measurement | None) -> VariantRow:
     return VariantRow(
         name=v.name, file=published[0].name, whole_file=fname, files=published,
-        type=entry.get("type") or v.type, size=entry.get("size"), bpw=entry.get("bpw"),
-        n_params=entry.get("n_params"), sha256=entry.get("sha256"),
-        output=facts["output"] if facts else entry.get("output"),
-        embeddings=facts["embeddings"] if facts else entry.get("embeddings"),
-        tied=bool(facts and facts["tied"]),
-        description=entry.get("description") or v.description,
+        type=entry.type or v.type, size=entry.size, bpw=entry.bpw,
+        n_params=entry.n_params, sha256=entry.sha256,
+        output=facts.output if facts else entry.output,
+        embeddings=facts.embeddings if facts else entry.embeddings,
+        tied=bool(facts and facts.tied),
+        description=entry.description or v.description,
         layers=[layer_rule(r.blocks, r.roles, r.type) for r in v.layers], recipe=v.recipe,
-        fallbacks=_fallbacks(entry.get("fallbacks")),
-        tensor_types=[TypeCount(k, n) for k, n in _counted(facts["tensor_types"] if facts else entry.get("tensor_types"))],
+        fallbacks=_fallbacks(entry.fallbacks),
+        tensor_types=[TypeCount(k, n) for k, n in _counted(facts.tensor_types if facts else entry.tensor_types)],
         labels=quant_labels(fname), result=result,
-        engine=_engine(entry.get("engine")), source=_source(entry.get("source")),
-        imatrix_use=_imatrix_use(entry.get("imatrix")), planned=bool(entry.get("planned")),
-        auto=auto_summary(entry.get("auto")))
+        engine=_engine(entry.engine), source=_source(entry.source),
+        imatrix_use=_imatrix_use(entry.imatrix), planned=bool(entry.planned),
+        auto=auto_summary(entry.auto))
 
 
-def _rows(cfg: Config, manifest: dict[str, dict], results: dict[str, BenchResult], files: set[str] | None,
+def _rows(cfg: Config, manifest: dict[str, ManifestEntry], results: dict[str, BenchResult], files: set[str] | None,
           work: WorkDir) -> list[VariantRow]:
     """One row per published variant, in ladder order."""
     ref_file = _reference_file(results)
@@ -185,7 +183,7 @@ def _rows(cfg: Config, manifest: dict[str, dict], results: dict[str, BenchResult
     for v in cfg.variants:
         fname = cfg.file_name(v)
         entry = manifest.get(fname)
-        if not entry or entry.get("kind", "variant") != "variant":
+        if not entry or not entry.is_variant:
             continue
         published = _published_files(entry, files, fname)
         if published is None:
@@ -193,23 +191,23 @@ def _rows(cfg: Config, manifest: dict[str, dict], results: dict[str, BenchResult
         # A job matrix's card job has the files' records (`hubbot ci export` adds "file_facts"), not the files.
         path = work.out / fname
         # A preview's planned or published-only entries describe a file other than any local copy.
-        local = not (entry.get("planned") or entry.get("published"))
-        facts = read_file_facts(path) if local and path.is_file() else entry.get("file_facts")
+        local = not (entry.planned or entry.published)
+        facts = read_file_facts(path) if local and path.is_file() else entry.file_facts
         rows.append(_row(v, fname, entry, published, facts, _measurement(results.get(fname), ref_file, fname)))
     return rows
 
 
-def _imatrix_file(manifest: dict[str, dict], files: set[str] | None) -> ImatrixFile | None:
+def _imatrix_file(manifest: dict[str, ManifestEntry], files: set[str] | None) -> ImatrixFile | None:
     for name, e in manifest.items():
-        if e.get("kind") == "imatrix" and (files is None or name in files):
-            return ImatrixFile(name=name, size=e.get("size"), sha256=e.get("sha256"),
-                               dataset=e.get("dataset") or e.get("calibration"), chunks=e.get("chunks"),
-                               ctx=e.get("ctx"), entries=e.get("entries"))
+        if e.is_imatrix and (files is None or name in files):
+            return ImatrixFile(name=name, size=e.size, sha256=e.sha256, dataset=e.dataset or e.calibration,
+                               chunks=e.chunks, ctx=e.ctx, entries=e.entries)
     return None
 
 
 def gather(cfg: Config, *, files: Iterable[str] | None = None, upstream: UpstreamCard | None = None,
-           results: dict[str, dict | BenchResult] | None = None, manifest: dict[str, dict] | None = None) -> CardInput:
+           results: dict[str, dict | BenchResult] | None = None,
+           manifest: dict[str, ManifestEntry] | None = None) -> CardInput:
     """The card's input for ``files`` (default: every output in the manifest).
 
     ``upstream`` defaults to ``load_upstream(cfg)``; ``results`` (bench results keyed by file

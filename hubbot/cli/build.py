@@ -27,7 +27,8 @@ def build(config_path: Path, only: tuple[str, ...], threads: int | None, as_json
 
     results = run_build(load(config_path), only=only, threads=threads, force=force, require_artifacts=require_artifacts)
     if as_json:
-        echo_json([{"name": r.name, "file": r.file, "status": r.status, **{k: r.entry.get(k) for k in ("sha256", "size", "tensor_types")}} for r in results])
+        echo_json([{"name": r.name, "file": r.file, "status": r.status, "sha256": r.entry.sha256, "size": r.entry.size,
+                    "tensor_types": r.entry.tensor_types} for r in results])
         return
     for r in results:
-        click.echo(f"{r.status:9} {r.file}  {human_bytes(r.entry.get('size', 0))}  {r.entry.get('sha256', '')[:12]}")
+        click.echo(f"{r.status:9} {r.file}  {human_bytes(r.entry.size or 0)}  {(r.entry.sha256 or '')[:12]}")

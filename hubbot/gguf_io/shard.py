@@ -13,13 +13,14 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import gguf
 
 from hubbot.errors import HubbotError
 from hubbot.gguf_io.info import open_reader
+from hubbot.manifest import Shard, Shards
 from hubbot.progress import bar
 from hubbot.workdir import WorkDir, human_bytes, sha256_file
 
@@ -96,37 +97,27 @@ def split_gguf(src: Path, out_dir: Path, max_size: int) -> list[Path]:
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
-def ensure_shards(work: WorkDir, file_name: str, max_size: int) -> list[dict[str, Any]]:
+def ensure_shards(work: WorkDir, file_name: str, max_size: int) -> list[Shard]:
     """The shards of output ``file_name`` (written when missing or stale), recorded in its manifest entry.
 
-    Returns ``[{"file", "sha256", "size", "mtime_ns"}]`` in shard order. The whole file stays in
-    ``out/`` (it is the build's cache key and what bench measures); only the shards are published.
+    Returns them in shard order. The whole file stays in ``out/`` (it is the build's cache key and
+    what bench measures); only the shards are published.
     """
     manifest = work.manifest
     entry = manifest.get(file_name)
     if entry is None:
         raise HubbotError(f"{file_name} is not in the manifest; run `hubbot build` first")
-    recorded = entry.get("shards") or {}
-    if (recorded.get("source_sha256") == entry["sha256"] and recorded.get("max_size") == max_size
-            and all(is_fresh(work.out / s["file"], s) for s in recorded.get("files", []))):
-        return list(recorded["files"])
-    for old in recorded.get("files", []):
-        (work.out / old["file"]).unlink(missing_ok=True)
+    recorded = entry.shards or Shards()
+    if (recorded.source_sha256 == entry.sha256 and recorded.max_size == max_size
+            and all(s.is_fresh(work.out) for s in entry.shard_files)):
+        return entry.shard_files
+    for old in entry.shard_files:
+        (work.out / old.file).unlink(missing_ok=True)
     log.info("splitting %s into shards of at most %s", file_name, human_bytes(max_size))
     paths = split_gguf(work.out / file_name, work.out, max_size)
     files = []
     for p in paths:
         st = p.stat()
-        files.append({"file": p.name, "sha256": sha256_file(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
-    entry = dict(entry)
-    entry["shards"] = {"source_sha256": entry["sha256"], "max_size": max_size, "files": files}
-    manifest.put(file_name, entry)
+        files.append(Shard(file=p.name, sha256=sha256_file(p), size=st.st_size, mtime_ns=st.st_mtime_ns))
+    manifest.put(file_name, replace(entry, shards=Shards(source_sha256=entry.sha256, max_size=max_size, files=files)))
     return files
-
-
-def is_fresh(path: Path, rec: dict) -> bool:
-    """The file is there with the size and mtime its record has: unchanged since it was written."""
-    if not path.is_file():
-        return False
-    st = path.stat()
-    return st.st_size == rec.get("size") and st.st_mtime_ns == rec.get("mtime_ns")

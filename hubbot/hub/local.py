@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hubbot.config import Config, parse_size
+from hubbot.manifest import ManifestEntry
 from hubbot.progress import bar
 from hubbot.workdir import WorkDir, sha256_file
 
@@ -33,11 +34,11 @@ class LocalFile:
     role: str  # "variant", "shard", "imatrix" or "card"
 
 
-def _manifest_sha(path: Path, entry: dict) -> str:
+def _manifest_sha(path: Path, entry: ManifestEntry) -> str:
     """The manifest's sha256 when size and mtime still match the file, else a fresh hash."""
     st = path.stat()
-    if st.st_size == entry.get("size") and st.st_mtime_ns == entry.get("mtime_ns") and entry.get("sha256"):
-        return entry["sha256"]
+    if entry.is_fresh(path) and entry.sha256:
+        return entry.sha256
     log.warning("%s changed since it was recorded; hashing it again", path.name)
     with bar(st.st_size, f"sha256 {path.name}", unit="B") as pbar:
         return sha256_file(path, pbar)
@@ -59,14 +60,15 @@ def ladder_files(cfg: Config, work: WorkDir, only: Iterable[str] | None = None) 
         path = work.out / fname
         if entry is None or not path.is_file():
             continue
-        if max_size is not None and entry.get("size", 0) > max_size:
+        if max_size is not None and (entry.size or 0) > max_size:
             for s in ensure_shards(work, fname, max_size):
-                out.append(LocalFile(s["file"], work.out / s["file"], s["size"], s["sha256"], "shard"))
+                assert s.size is not None and s.sha256 is not None
+                out.append(LocalFile(s.file, work.out / s.file, s.size, s.sha256, "shard"))
             continue
         out.append(LocalFile(fname, path, path.stat().st_size, _manifest_sha(path, entry), "variant"))
     for fname, entry in manifest.entries.items():
         path = work.out / fname
-        if entry.get("kind") == "imatrix" and path.is_file():
+        if entry.is_imatrix and path.is_file():
             out.append(LocalFile(fname, path, path.stat().st_size, _manifest_sha(path, entry), "imatrix"))
     return out
 

@@ -32,6 +32,7 @@ from hubbot.hub.commit import commit, commit_message, tag_head
 from hubbot.hub.local import LocalFile, ladder_stems
 from hubbot.hub.remote import PushContext, RemoteState, diff, in_ladder, prune_candidates, read_remote
 from hubbot.hub.summary import PublishPlan, PublishSummary
+from hubbot.manifest import ManifestEntry
 from hubbot.progress import bar
 
 log = logging.getLogger(__name__)
@@ -213,7 +214,7 @@ def _record(summary: PublishSummary, info: Any, target_rev: str) -> str:
     return target_rev
 
 
-def files_on_hub(target: PushTarget, entries: dict[str, dict], out: Path, options: PushOptions) -> list[LocalFile]:
+def files_on_hub(target: PushTarget, entries: dict[str, ManifestEntry], out: Path, options: PushOptions) -> list[LocalFile]:
     """The manifest ``entries`` the Hub lists with the size and sha256 recorded (the card job's files).
 
     Entries the Hub does not have as built are logged and left out; HubError when none is there.
@@ -228,9 +229,9 @@ def files_on_hub(target: PushTarget, entries: dict[str, dict], out: Path, option
     files: list[LocalFile] = []
     for name, entry in entries.items():
         r = remote.files.get(name)
-        if r is not None and r.sha256 == entry.get("sha256") and r.size == entry.get("size"):
-            role = "imatrix" if entry.get("kind") == "imatrix" else "variant"
-            files.append(LocalFile(name, out / name, entry["size"], entry["sha256"], role))
+        if r is not None and entry.sha256 and entry.size is not None and (r.sha256, r.size) == (entry.sha256, entry.size):
+            role = "imatrix" if entry.is_imatrix else "variant"
+            files.append(LocalFile(name, out / name, entry.size, entry.sha256, role))
         else:
             log.warning("%s is not on %s as built (its job failed or did not upload); the card leaves it out",
                         name, target.repo)

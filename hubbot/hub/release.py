@@ -28,6 +28,7 @@ import logging
 import os
 import shutil
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from hubbot.card.upstream import cache_path
 from hubbot.config import Config
 from hubbot.config.recipes import FLOAT_TYPES
 from hubbot.errors import HubbotError
+from hubbot.manifest import ManifestEntry, read_outputs
 from hubbot.workdir import Manifest, WorkDir, atomic_path, canonical_json, sha256_text, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -96,13 +98,13 @@ def _bench_file(work: WorkDir, sha256: str) -> Path:
     return work.results / "bench" / f"{sha256}.json"
 
 
-def _with_file_facts(entry: dict, path: Path) -> dict:
+def _with_file_facts(entry: ManifestEntry, path: Path) -> ManifestEntry:
     """The entry plus ``file_facts`` (output/embedding types, tying, tensor-type counts read from the
     file), which the card shows and the card job, never holding the GGUF files, could not read."""
     from hubbot.card.records import read_file_facts
 
     facts = read_file_facts(path) if path.is_file() else None
-    return {**entry, "file_facts": facts} if facts else dict(entry)
+    return replace(entry, file_facts=facts) if facts else entry
 
 
 def export_results(cfg: Config, only: Sequence[str], dest: Path) -> dict[str, Any]:
@@ -117,7 +119,7 @@ def export_results(cfg: Config, only: Sequence[str], dest: Path) -> dict[str, An
     manifest = work.manifest
     dest = Path(dest)
     (dest / "results" / "bench").mkdir(parents=True, exist_ok=True)
-    entries: dict[str, dict] = {}
+    entries: dict[str, ManifestEntry] = {}
     missing, results = [], []
     for name in only:
         v = cfg.variant(name)
@@ -127,13 +129,13 @@ def export_results(cfg: Config, only: Sequence[str], dest: Path) -> dict[str, An
             missing.append(v.name)
             continue
         entries[fname] = _with_file_facts(entry, work.out / fname)
-        bench = _bench_file(work, entry["sha256"])
-        if bench.is_file():
-            with atomic_path(_bench_file(WorkDir(dest), entry["sha256"])) as tmp:
+        bench = _bench_file(work, entry.sha256 or "")
+        if entry.sha256 and bench.is_file():
+            with atomic_path(_bench_file(WorkDir(dest), entry.sha256)) as tmp:
                 shutil.copyfile(bench, tmp)
             results.append(fname)
-    if any(e.get("imatrix") for e in entries.values()):
-        entries.update({f: e for f, e in manifest.entries.items() if e.get("kind") == "imatrix"})
+    if any(e.imatrix for e in entries.values()):
+        entries.update({f: e for f, e in manifest.entries.items() if e.is_imatrix})
     out = Manifest(dest / "manifest.json")
     out.entries = entries  # replaces whatever an earlier export left there
     out.save()
@@ -148,17 +150,16 @@ def export_results(cfg: Config, only: Sequence[str], dest: Path) -> dict[str, An
     return {"folder": str(dest), "files": sorted(entries), "results": results, "missing": missing}
 
 
-def _comparable(entry: dict) -> dict:
-    return {k: v for k, v in entry.items() if k not in _LOCAL_KEYS}
+def _comparable(entry: ManifestEntry) -> dict[str, Any]:
+    return entry.without(*_LOCAL_KEYS).to_json()
 
 
-def _read_folder(folder: Path) -> dict[str, dict]:
+def _read_folder(folder: Path) -> dict[str, ManifestEntry]:
     path = folder / "manifest.json"
     if not path.is_file():
         raise MergeError(f"{folder} holds no manifest.json; pass the folders `hubbot ci export` wrote")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        entries = dict(data["outputs"])
+        entries = read_outputs(json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, KeyError, TypeError):
         raise MergeError(f"{path} is corrupt; rerun that job's export") from None
     for name in entries:
@@ -177,20 +178,20 @@ def merge_results(cfg: Config, folders: Sequence[Path]) -> dict[str, Any]:
     if not folders:
         raise MergeError("no result folders to merge; check that the build jobs uploaded their artifacts")
     ladder = {cfg.file_name(v) for v in cfg.variants}
-    merged: dict[str, dict] = {}
+    merged: dict[str, ManifestEntry] = {}
     seen_in: dict[str, Path] = {}
     sources: dict[str, Path] = {}
     for folder in sorted(Path(f) for f in folders):
         for name, entry in sorted(_read_folder(folder).items()):
-            if entry.get("kind") == "variant" and name not in ladder:
+            if entry.kind == "variant" and name not in ladder:
                 raise MergeError(f"{folder}: {name} is not a file of {cfg.path.name}'s ladder; "
                                  "merge results made from the same config")
-            src = (entry.get("source") or {}).get("sha256")
+            src = entry.source.sha256 if entry.source else None
             if src:
                 sources.setdefault(src, folder)
             if name in merged:
                 if _comparable(merged[name]) != _comparable(entry):
-                    old, new = merged[name].get("sha256", "?"), entry.get("sha256", "?")
+                    old, new = merged[name].sha256 or "?", entry.sha256 or "?"
                     raise MergeError(f"{name} differs between {seen_in[name]} (sha256 {old[:12]}) and {folder} "
                                      f"(sha256 {new[:12]}); rerun the release so every job uses the same engine and source")
                 continue
@@ -204,9 +205,9 @@ def merge_results(cfg: Config, folders: Sequence[Path]) -> dict[str, Any]:
     copied = 0
     for name, entry in merged.items():
         manifest.entries[name] = entry
-        bench = _bench_file(WorkDir(seen_in[name]), entry.get("sha256", ""))
-        if entry.get("sha256") and bench.is_file():
-            with atomic_path(_bench_file(work, entry["sha256"])) as tmp:
+        bench = _bench_file(WorkDir(seen_in[name]), entry.sha256 or "")
+        if entry.sha256 and bench.is_file():
+            with atomic_path(_bench_file(work, entry.sha256)) as tmp:
                 shutil.copyfile(bench, tmp)
             copied += 1
     manifest.save()

@@ -27,6 +27,7 @@ from hubbot.imatrix.io import ImatrixData, read_imatrix, write_gguf
 from hubbot.imatrix.ref import ImatrixRef
 from hubbot.llama.collect import CollectSettings, collect_isolated
 from hubbot.llama.version import engine_version
+from hubbot.manifest import Engine, ManifestEntry
 from hubbot.progress import bar
 from hubbot.source.resolve import ResolvedSource
 from hubbot.workdir import WorkDir, atomic_path, canonical_json, sha256_file, sha256_text, write_json_atomic
@@ -135,22 +136,20 @@ def _publish(cfg: Config, work: WorkDir, src_file: Path, data: ImatrixData, key:
     name = out_name(cfg)
     final = work.output(name)
     entry = work.manifest.get(name)
-    if not (entry and entry.get("input_key") == key and final.is_file()
-            and final.stat().st_size == entry.get("size") and final.stat().st_mtime_ns == entry.get("mtime_ns")):
+    if not (entry and entry.input_key == key and final.is_file() and entry.is_fresh(final)):
         with atomic_path(final) as tmp:
             shutil.copyfile(src_file, tmp)
         st = final.stat()
-        entry = {
-            "kind": "imatrix", "file": name, "sha256": sha256_file(final), "size": st.st_size,
-            "mtime_ns": st.st_mtime_ns, "input_key": key,
-            "dataset": data.datasets[0] if data.datasets else calib_name, "datasets": data.datasets,
-            "calibration": calib_name, "chunks": data.chunk_count, "ctx": ctx or data.chunk_size,
-            "entries": len(data), "engine": engine_version(),
-            "source": {"sha256": source.sha256, "repo": source.repo, "revision": source.revision,
-                       "origin": source.origin},
-        }
+        entry = ManifestEntry(
+            kind="imatrix", file=name, sha256=sha256_file(final), size=st.st_size,
+            mtime_ns=st.st_mtime_ns, input_key=key,
+            dataset=data.datasets[0] if data.datasets else calib_name, datasets=data.datasets,
+            calibration=calib_name, chunks=data.chunk_count, ctx=ctx or data.chunk_size,
+            entries=len(data), engine=Engine.from_json(engine_version()), source=source.record(),
+        )
         work.manifest.put(name, entry)
-    return ImatrixRef(path=final, sha256=entry["sha256"], dataset=calib_name, chunks=data.chunk_count,
+    assert entry.sha256 is not None
+    return ImatrixRef(path=final, sha256=entry.sha256, dataset=calib_name, chunks=data.chunk_count,
                       entries=len(data), values=data.values())
 
 
@@ -215,7 +214,5 @@ def ensure_imatrix(cfg: Config, source: ResolvedSource, work: WorkDir, threads: 
 
 def describe(ref: ImatrixRef, work: WorkDir) -> dict[str, Any]:
     """The manifest entry of the published matrix (for ``hubbot imatrix --json``)."""
-    entry = dict(work.manifest.get(ref.path.name) or {})
-    entry.pop("mtime_ns", None)
-    entry["path"] = str(ref.path)
-    return entry
+    entry = work.manifest.get(ref.path.name)
+    return {**(entry.without("mtime_ns").to_json() if entry else {}), "path": str(ref.path)}

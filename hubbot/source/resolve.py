@@ -20,6 +20,7 @@ import numpy as np
 from hubbot.config import Config, SourceConfig
 from hubbot.errors import SourceError
 from hubbot.gguf_io.info import GGUFInfo, open_reader, read_info_cached
+from hubbot.manifest import SourceRecord
 from hubbot.source.staged import staged_source
 from hubbot.workdir import atomic_path, check_free_space, sha256_file, write_json_atomic
 
@@ -46,6 +47,10 @@ class ResolvedSource:
             "block_count": self.info.block_count if self.info else None,
             "size": self.path.stat().st_size,
         }
+
+    def record(self) -> SourceRecord:
+        """What a manifest entry records of the source it was made from."""
+        return SourceRecord(sha256=self.sha256, repo=self.repo, revision=self.revision, origin=self.origin)
 
 
 class HashCache:

@@ -34,6 +34,7 @@ from hubbot.hub.client import hub_errors, make_api
 from hubbot.hub.published import PublishedRepo
 from hubbot.hub.ranges import fetch_gguf_header
 from hubbot.hub.token import hub_token
+from hubbot.manifest import ManifestEntry, SourceRecord
 from hubbot.source.resolve import ResolvedSource, resolve_source
 
 log = logging.getLogger(__name__)
@@ -95,16 +96,14 @@ def _hub_gguf(cfg: Config, cache: Path) -> PlanSource:
     return PlanSource(found, f"source header read from {src.repo}/{src.file} (range requests, no weights)")
 
 
-def _published_float(cfg: Config, records: PublishedRecords | None) -> tuple[str, dict] | None:
+def _published_float(cfg: Config, records: PublishedRecords | None) -> tuple[str, ManifestEntry] | None:
     """(file name, entry) of a published variant that is the converted source: type source.dtype, same repo."""
     if records is None:
         return None
     want = cfg.source.dtype.upper()
-    for fname, rec in records.variants.items():
-        entry = rec.get("entry") if isinstance(rec, dict) else None
-        plain = isinstance(entry, dict) and not ((entry.get("recipe") or {}).get("overrides") or entry.get("output")
-                                                 or entry.get("embeddings"))
-        if plain and entry.get("type") == want and (entry.get("source") or {}).get("repo") == cfg.source.repo:
+    for fname, entry in records.entries().items():
+        plain = not (entry.overrides or entry.output or entry.embeddings)
+        if plain and entry.type == want and (entry.source or SourceRecord()).repo == cfg.source.repo:
             return fname, entry
     return None
 
@@ -125,7 +124,7 @@ def _hub_safetensors(cfg: Config, cache: Path, published: PublishedRepo | None) 
                                 "source (run `hubbot plan` where the weights are)")
     fname, entry = found
     remote_sizes = {name: f.size for name, f in published.files.items()}
-    shards = [s["file"] for s in (entry.get("shards") or {}).get("files") or [] if isinstance(s, dict)]
+    shards = [s.file for s in entry.shard_files]
     names = [n for n in shards if n in remote_sizes] if shards and all(n in remote_sizes for n in shards) else [fname]
     if any(n not in remote_sizes for n in names):
         return PlanSource(None, f"{fname} is recorded but not on {cfg.target.repo}; sizes of unbuilt files need the "
@@ -136,9 +135,9 @@ def _hub_safetensors(cfg: Config, cache: Path, published: PublishedRepo | None) 
     first = _standin(folder, {n: remote_sizes[n] for n in names}, cfg.target.repo, published.head, api.endpoint,
                      api.token, "target")
     plan = _checked(first, cfg, cache)
-    recorded = entry.get("source") or {}
+    recorded = entry.source or SourceRecord()
     # The recorded sha256 is the conversion of the recorded commit; a newer commit is converted anew.
-    plan.sha256 = (recorded.get("sha256") or "") if recorded.get("revision") == listing.revision else ""
+    plan.sha256 = (recorded.sha256 or "") if recorded.revision == listing.revision else ""
     plan.kind, plan.origin = "hub-safetensors", f"{src.repo} (converted to {src.dtype.upper()})"
     plan.repo, plan.revision = src.repo, listing.revision
     note = f"source header read from the published {fname} (range requests, no weights)"
