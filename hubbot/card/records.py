@@ -212,7 +212,7 @@ def gather(cfg: Config, *, files: Iterable[str] | None = None, upstream: Upstrea
 
     ``upstream`` defaults to ``load_upstream(cfg)``; ``results`` (bench results keyed by file
     name) default to what the bench stage stored; ``manifest`` (entries keyed by file name) to the
-    work directory's. An entry with ``"planned": true`` describes a file not built yet (the preview).
+    work directory's. An entry with ``planned`` set describes a file not built yet (the preview).
     """
     work = WorkDir(cfg.workdir)
     if manifest is None:
