@@ -217,8 +217,10 @@ variants:
 
 
 def job_files(folder: Path, env: dict[str, str]) -> dict[str, int]:
-    """Every file a job wrote, with its size: its checkout and work folder, its HOME (Hub cache), its temp."""
-    return {str(p): p.stat().st_size for root in (folder, Path(env["HOME"]), Path(env["TMPDIR"]))
+    """Every file a job wrote, with the disk it takes in whole 4 KB blocks, as the plan counts them
+    (not st_blocks: a filesystem may hold speculative preallocation on a file just written): its
+    checkout and work folder, its HOME (Hub cache), its temp."""
+    return {str(p): -(-p.stat().st_size // 4096) * 4096 for root in (folder, Path(env["HOME"]), Path(env["TMPDIR"]))
             for p in root.rglob("*") if p.is_file() and not p.is_symlink()}
 
 
@@ -314,10 +316,6 @@ def test_release_of_a_hub_checkpoint_converts_once_reruns_a_failed_job_and_fits_
     for name, files in sizes.items():
         measured = sum(files.values())
         biggest = sorted(files.items(), key=lambda kv: -kv[1])[:6]
+        print(f"{name}: disk {measured:,} B measured, {estimates[name]:,} B planned ({estimates[name] / measured:.2f}x)")
         why = f"job {name}: {measured:,} bytes on disk, the plan said {estimates[name]:,} ({items[name]}); biggest: {biggest}"
-        if name == "card":
-            # A few KB of JSON and Markdown, priced by constants fitted on the 270M's records: on a
-            # model this small they are twice the real size. Conservative, and small, is the bar here.
-            assert measured <= estimates[name] <= measured + 64 * 1024, why
-        else:
-            assert 1 / 1.5 <= measured / estimates[name] <= 1.5, why
+        assert 1 / 1.5 <= measured / estimates[name] <= 1.5, why

@@ -27,12 +27,17 @@ from hubbot.build.resources import (
     type_nbytes,
 )
 
-# The card job's files (allocated blocks, measured on the 270M example release): README.md, the
-# chart, the config and the imatrix's manifest entry and record; per variant its manifest entry and
-# its record in hubbot-results.json (about 2 KB each), its bench result (one 4 KB block) and its card
-# row, plus, in both the entry and the record, one line per tensor the quantizer gave another type
-# because its rows do not split into the type's blocks (90 such lines per K-/IQ-quant of the 270M).
-CARD_BASE_BYTES, CARD_VARIANT_BYTES, CARD_FALLBACK_BYTES = 24 << 10, 12 << 10, 90
+# The card job's files, as allocated 4 KB blocks (fitted on the 270M example release and the tiny
+# checkpoint release of tests/test_release_flow.py): README.md, the chart, the config, the
+# imatrix's entry (CARD_BASE_BYTES); per variant its manifest entry, its record in
+# hubbot-results.json, its bench result and its card row (CARD_VARIANT_BYTES); in the entry and the
+# record, one line per tensor the quantizer gave a fallback type (rows that do not split into the
+# type's blocks: 90 per K-/IQ-quant of the 270M); for a recipe: auto file, its per-tensor list of
+# raised and lowered types, in the entry and the record (about 100 bytes per tensor each); and the
+# upstream card twice (its cached copy, and the copy at the end of README.md).
+CARD_BASE_BYTES, CARD_VARIANT_BYTES, CARD_FALLBACK_BYTES, CARD_AUTO_TENSOR_BYTES = 24 << 10, 10 << 10, 90, 200
+# An upstream card hubbot has not seen yet (a plan before the source is fetched): MedGemma's is 35 KB.
+CARD_UPSTREAM_GUESS = 32 << 10
 
 
 @dataclass
@@ -307,17 +312,29 @@ def fallback_count(shape: ModelShape, v: VariantFacts) -> int:
     return sum(1 for t in blocks if t.shape[0] % block)
 
 
-def card_job(shape: ModelShape, variants: list[VariantFacts]) -> JobEstimate:
-    files = CARD_BASE_BYTES + sum(CARD_VARIANT_BYTES + CARD_FALLBACK_BYTES * fallback_count(shape, v) for v in variants)
+def card_job(shape: ModelShape, variants: list[VariantFacts], upstream_bytes: int | None = None) -> JobEstimate:
+    """The card job: merge the build jobs' records, render, push README.md (``upstream_bytes``: the
+    upstream card's size when it is known)."""
+    n_quantized = len(quantizable(shape.tensors))
+    per_variant = sum(CARD_VARIANT_BYTES + CARD_FALLBACK_BYTES * fallback_count(shape, v)
+                      + (CARD_AUTO_TENSOR_BYTES * n_quantized if v.auto else 0) for v in variants)
+    upstream = CARD_UPSTREAM_GUESS if upstream_bytes is None else upstream_bytes
+    files = CARD_BASE_BYTES + per_variant + 2 * _blocks(upstream)
     job = JobEstimate("card", "card", None, [Item("job results, manifest, records, README.md", files)],
                       [Item("hubbot process (no engine)", int(tp.CARD_PROCESS.value), "ram")], "render",
                       serial_seconds=5.0 + 0.5 * len(variants))
     return job
 
 
+def _blocks(nbytes: int, block: int = 4096) -> int:
+    """``nbytes`` as the filesystem allocates them: whole blocks (a file of 28 bytes takes 4 KB)."""
+    return -(-nbytes // block) * block
+
+
 def release_jobs(shape: ModelShape, variants: list[VariantFacts], staged: VariantFacts | None, source: SourceFacts,
                  bench: BenchShape, *, imatrix: bool, staging_shards: list[dict] | None = None,
-                 reference: Literal["artifact", "rebuilt"] = "artifact") -> list[JobEstimate]:
+                 reference: Literal["artifact", "rebuilt"] = "artifact",
+                 upstream_bytes: int | None = None) -> list[JobEstimate]:
     """One estimate per job: convert, imatrix (importance matrix and reference), build per variant, card."""
     jobs = [convert_job(shape, staged, source, staging_shards or [])]
     staged_bytes = _variant_bytes(staged) if staged else (sum(s["bytes"] for s in staging_shards or []) or shape.file_bytes)
@@ -327,5 +344,5 @@ def release_jobs(shape: ModelShape, variants: list[VariantFacts], staged: Varian
             jobs.append(staged_build_job(shape, v, staged_bytes, bench))
         elif staged is None or v.name != staged.name:
             jobs.append(build_job(shape, v, staged_bytes, staged, bench, reference))
-    jobs.append(card_job(shape, variants))
+    jobs.append(card_job(shape, variants, upstream_bytes))
     return jobs

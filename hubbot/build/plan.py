@@ -61,7 +61,9 @@ def _facts(cfg: Config, p: VariantPlan, shape: ModelShape) -> VariantFacts:
     v = p.variant
     uses = v.needs_imatrix or (v.uses_imatrix and cfg.has_imatrix_source)
     types = {t.name: t.type for t in p.report.tensors} if p.report else p.estimate_types
-    return variant_facts(cfg, v.name, p.file_name, v.type, p.tensor_bytes or p.budget_bytes or 0, uses, types, shape)
+    facts = variant_facts(cfg, v.name, p.file_name, v.type, p.tensor_bytes or p.budget_bytes or 0, uses, types, shape)
+    facts.auto = v.is_auto
+    return facts
 
 
 def _block_rows(blocks: dict[str, dict[int, str]]) -> list[str]:

@@ -99,6 +99,21 @@ def job_row(job: JobEstimate, threads: int = 1) -> dict[str, Any]:
             "gpu_wall_seconds": round(job.wall_seconds(16, gpu=True)) if job.inference_param_tokens else None}
 
 
+def _upstream_bytes(cfg: Config) -> int | None:
+    """The upstream card's size: the file when hubbot has it, 0 when the source has none (a local
+    file without ``source.card``), None when it comes from the Hub later (the plan guesses)."""
+    from hubbot.card.upstream import upstream_path
+    from hubbot.errors import CardError
+
+    try:
+        path = upstream_path(cfg)
+    except CardError:  # a source.card that does not exist: the card step says so, the plan guesses
+        return None
+    if path is not None and path.is_file():
+        return path.stat().st_size
+    return None if cfg.source.upstream_repo else 0
+
+
 def resource_plan(cfg: Config, shape: ModelShape, variants: list[VariantFacts], source: SourceFacts,
                   threads: int, *, imatrix: bool, reference: str = "artifact") -> dict[str, Any]:
     """The ``resources`` section of ``hubbot plan --json``: per job its needs and runner class."""
@@ -113,7 +128,7 @@ def resource_plan(cfg: Config, shape: ModelShape, variants: list[VariantFacts], 
     if staged is None and cfg.target.max_shard_size is not None and shape.file_bytes > parse_size(cfg.target.max_shard_size):
         staging = shard_layout(shape, {}, f"{cfg.model_name}-staging.gguf", parse_size(cfg.target.max_shard_size))
     jobs = release_jobs(shape, variants, staged, source, bench, imatrix=imatrix, staging_shards=staging,
-                        reference=reference)  # type: ignore[arg-type]
+                        reference=reference, upstream_bytes=_upstream_bytes(cfg))  # type: ignore[arg-type]
     return {
         "reference": reference, "threads": bench.threads,
         "text": {"imatrix_chunks": bench.imatrix_chunks, "bench_chunks": bench.chunks},

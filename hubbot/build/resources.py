@@ -136,6 +136,7 @@ class VariantFacts:
     uses_imatrix: bool
     tensor_types: dict[str, str] = field(default_factory=dict)  # tensor -> output type
     shards: list[dict] = field(default_factory=list)  # [{"file", "bytes", "tensors"}] when split
+    auto: bool = False  # recipe: auto (its records list the types it raised and lowered per tensor)
 
 
 @dataclass(frozen=True)
@@ -231,7 +232,7 @@ def reference_bytes(shape: ModelShape, bench: BenchShape) -> int:
     """The sparse reference store (``bench.reference``): per scored row its step/offset and start
     offset (16 bytes) plus a u32 index and a u16 code per non-zero entry."""
     rows = bench.scored_rows
-    nonzero = int(tp.REFERENCE_NONZERO.value * shape.n_vocab)
+    nonzero = min(shape.n_vocab, int(tp.REFERENCE_NONZERO.value))
     return rows * (16 + 6 * nonzero) + 8 + 4096
 
 
