@@ -303,6 +303,9 @@ def test_merge_joins_jobs_and_refuses_disagreement(tmp_path):
     assert set(work.manifest.entries) == set(out["files"])
     assert json.loads((work.results / "bench" / f"{'b' * 64}.json").read_text()) == {"variant": "q4_0"}
 
+    # The same file built by two jobs (a rerun): its build time and peak memory may differ.
+    again = {**_entry("m-q4_0.gguf", "b" * 64), "seconds": 7.5, "peak_rss": 123}
+    assert merge_results(cfg, [a, b, _job(tmp_path, "b2", {"m-q4_0.gguf": again})])["files"] == out["files"]
     c = _job(tmp_path, "c", {"m-q4_0.gguf": _entry("m-q4_0.gguf", "d" * 64)})
     with pytest.raises(MergeError, match="m-q4_0.gguf differs between"):
         merge_results(cfg, [a, b, c])

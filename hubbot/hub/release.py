@@ -37,15 +37,13 @@ from hubbot.card.upstream import cache_path
 from hubbot.config import Config
 from hubbot.config.recipes import FLOAT_TYPES
 from hubbot.errors import HubbotError
-from hubbot.manifest import ManifestEntry, read_outputs
+from hubbot.manifest import LOCAL_KEYS, ManifestEntry, read_outputs
 from hubbot.workdir import Manifest, WorkDir, atomic_path, canonical_json, sha256_text, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 EXPORT_INFO = "export.json"
 UPSTREAM_CARD = "upstream-README.md"  # the source repo's card, as the job that resolved the source fetched it
-# Manifest keys that describe one machine's copy of a file, not the file: never compared.
-_LOCAL_KEYS = ("mtime_ns", "seconds")
 
 
 class MergeError(HubbotError):
@@ -151,7 +149,8 @@ def export_results(cfg: Config, only: Sequence[str], dest: Path) -> dict[str, An
 
 
 def _comparable(entry: ManifestEntry) -> dict[str, Any]:
-    return entry.without(*_LOCAL_KEYS).to_json()
+    # One machine's copy or run of a file (its mtime, build time, peak memory) is never compared.
+    return entry.without(*LOCAL_KEYS).to_json()
 
 
 def _read_folder(folder: Path) -> dict[str, ManifestEntry]:
