@@ -30,7 +30,7 @@ from hubbot.config import Config
 from hubbot.config.sizes import parse_size
 from hubbot.errors import HubbotError
 from hubbot.hub.client import hub_errors, make_api
-from hubbot.manifest import ManifestEntry, Shard, Shards
+from hubbot.manifest import LOCAL_KEYS, ManifestEntry, Shard, Shards
 from hubbot.source.staged import StagedSource, record_staged, source_key
 from hubbot.workdir import WorkDir, sha256_file, write_json_atomic, write_text_atomic
 
@@ -38,8 +38,6 @@ log = logging.getLogger(__name__)
 
 STAGING_BRANCH = "hubbot-staging"
 VERSION = 1
-# What only this machine's copy has (its stamp, build time and memory, its shards): not staged.
-_LOCAL_KEYS = ("mtime_ns", "seconds", "peak_rss", "shards")
 
 
 class StageError(HubbotError):
@@ -82,7 +80,9 @@ def stage_push(cfg: Config, output: Path, threads: int | None = None) -> dict[st
         branch = None
         revision = _head(api, repo, "main")
         source = entry.source.to_json()
-        staged_entry = entry.without(*_LOCAL_KEYS).to_json()
+        # Not staged: this machine's stamp, build time and memory, and its shards (a fetching job
+        # records the shards it downloads itself).
+        staged_entry = entry.without(*LOCAL_KEYS, "shards").to_json()
     else:
         src = resolve_source(cfg, work.cache)
         # Its own name: the benchmark records the reference file by name, as a single machine does.

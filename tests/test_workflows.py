@@ -306,6 +306,15 @@ def test_merge_joins_jobs_and_refuses_disagreement(tmp_path):
     # The same file built by two jobs (a rerun): its build time and peak memory may differ.
     again = {**_entry("m-q4_0.gguf", "b" * 64), "seconds": 7.5, "peak_rss": 123}
     assert merge_results(cfg, [a, b, _job(tmp_path, "b2", {"m-q4_0.gguf": again})])["files"] == out["files"]
+    # ... and so may the mtimes of its shards, while their bytes may not.
+    def split(mtime: int, sha: str) -> dict:
+        return {**_entry("m-q8_0.gguf", "a" * 64), "shards": {"source_sha256": "a" * 64, "max_size": 5, "files": [
+            {"file": "m-q8_0-00001-of-00001.gguf", "sha256": sha, "size": 10, "mtime_ns": mtime}]}}
+    s1 = _job(tmp_path, "s1", {"m-q8_0.gguf": split(1, "f" * 64)})
+    s2 = _job(tmp_path, "s2", {"m-q8_0.gguf": split(2, "f" * 64)})
+    assert merge_results(cfg, [s1, s2])["files"] == ["m-q8_0.gguf"]
+    with pytest.raises(MergeError, match="m-q8_0.gguf differs between"):
+        merge_results(cfg, [s1, _job(tmp_path, "s3", {"m-q8_0.gguf": split(1, "e" * 64)})])
     c = _job(tmp_path, "c", {"m-q4_0.gguf": _entry("m-q4_0.gguf", "d" * 64)})
     with pytest.raises(MergeError, match="m-q4_0.gguf differs between"):
         merge_results(cfg, [a, b, c])

@@ -37,7 +37,7 @@ from hubbot.card.upstream import cache_path
 from hubbot.config import Config
 from hubbot.config.recipes import FLOAT_TYPES
 from hubbot.errors import HubbotError
-from hubbot.manifest import LOCAL_KEYS, ManifestEntry, read_outputs
+from hubbot.manifest import ManifestEntry, read_outputs
 from hubbot.workdir import Manifest, WorkDir, atomic_path, canonical_json, sha256_text, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -149,8 +149,8 @@ def export_results(cfg: Config, only: Sequence[str], dest: Path) -> dict[str, An
 
 
 def _comparable(entry: ManifestEntry) -> dict[str, Any]:
-    # One machine's copy or run of a file (its mtime, build time, peak memory) is never compared.
-    return entry.without(*LOCAL_KEYS).to_json()
+    # One machine's copy or run of a file (its mtimes, build time, peak memory) is never compared.
+    return entry.portable().to_json()
 
 
 def _read_folder(folder: Path) -> dict[str, ManifestEntry]:
